@@ -1,0 +1,43 @@
+# lkserver: `make run` starts a development server, `make test` runs every test.
+# Both set up what they need on a fresh machine (venv, Python and npm packages, Debian packages).
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+NODE_STAMP := tests/node/node_modules/.installed
+SYS_STAMP := .lkserver-sysdeps
+
+.PHONY: run test install node-deps system-deps bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+run: install
+	$(VENV)/bin/lkserver serve --dev
+
+$(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+node-deps: $(NODE_STAMP)
+
+system-deps:
+	./scripts/install-system-deps.sh
+
+test: install node-deps system-deps
+	$(PY) -m pytest -q -ra
+
+bench: install
+	$(PY) benchmarks/run_all.py
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) tests/node/node_modules .pytest_cache

@@ -1,0 +1,30 @@
+"""Grants, claims and tokens: shared by the server (verification) and the client SDK (minting)."""
+
+from .grants import (
+    AgentEndpointGrants,
+    AgentGrants,
+    AgentThreadGrants,
+    Claims,
+    InferenceGrants,
+    ObservabilityGrants,
+    SIPGrants,
+    VideoGrants,
+    camel_to_snake,
+    parse_claims,
+    snake_to_lower_camel,
+)
+from .tokens import (
+    DEFAULT_LEEWAY,
+    DEFAULT_TTL,
+    AccessToken,
+    AuthError,
+    TokenVerifier,
+    verify_with_keys,
+)
+
+__all__ = [
+    "AccessToken", "AgentEndpointGrants", "AgentGrants", "AgentThreadGrants", "AuthError",
+    "Claims", "DEFAULT_LEEWAY", "DEFAULT_TTL", "InferenceGrants", "ObservabilityGrants",
+    "SIPGrants", "TokenVerifier", "VideoGrants", "camel_to_snake", "parse_claims",
+    "snake_to_lower_camel", "verify_with_keys",
+]

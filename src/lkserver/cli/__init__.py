@@ -1,0 +1,1 @@
+"""The `lkserver` command line."""

@@ -1,0 +1,301 @@
+"""Configuration: one `Config` object from a livekit.yaml-compatible file, the environment and flags.
+
+Keys follow livekit-server's config (pkg/config/config.go) where they overlap: `port`,
+`bind_addresses`, `keys`, `key_file`, `development`, `room.*`, `limit.*`, `webhook.*`,
+`redis.*`, `prometheus.*`, `logging.*`, `rtc.*`. Environment variables as LiveKit reads them:
+LIVEKIT_CONFIG (a YAML body), LIVEKIT_KEYS ("key: secret" lines), REDIS_HOST, REDIS_PASSWORD,
+NODE_IP, UDP_PORT. Keys LiveKit knows but lkserver does not use are reported, not fatal.
+
+Nothing else in lkserver reads the environment (the client SDK's LIVEKIT_* defaults aside).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import yaml
+
+DEFAULT_ENABLED_CODECS = [
+    "audio/PCMU", "audio/PCMA", "audio/opus", "audio/red",
+    "video/VP8", "video/H264", "video/VP9", "video/AV1", "video/H265", "video/rtx",
+]
+
+DEV_KEYS = {"devkey": "secret"}
+
+
+class ConfigError(Exception):
+    """The configuration cannot be used; the message says what to change."""
+
+
+@dataclass
+class RoomSettings:
+    auto_create: bool = True
+    empty_timeout: int = 300
+    departure_timeout: int = 20
+    max_participants: int = 0
+    enable_remote_unmute: bool = False
+    enabled_codecs: list = field(default_factory=lambda: [{"mime": m} for m in DEFAULT_ENABLED_CODECS])
+    # preset name -> RoomConfiguration in protojson form (used by CreateRoom's room_preset)
+    room_configurations: dict = field(default_factory=dict)
+    enable_full_room_in_webhooks: bool = False
+
+
+@dataclass
+class LimitSettings:
+    max_metadata_size: int = 524288
+    max_attributes_size: int = 65536
+    max_room_name_length: int = 256
+    max_participant_identity_length: int = 256
+    max_participant_name_length: int = 256
+    max_api_request_body_size: int = 10 * 1024 * 1024
+
+
+@dataclass
+class WebhookSettings:
+    api_key: str = ""
+    urls: list = field(default_factory=list)
+    # lkserver's durable delivery: how long an event is retried before it is dead-lettered
+    retry_for: float = 24 * 3600.0
+    request_timeout: float = 10.0
+    # which events go to the global urls (as LiveKit's webhook.filter_params)
+    filter_params: dict = field(default_factory=dict)
+
+
+@dataclass
+class RedisSettings:
+    address: str = ""
+    username: str = ""
+    password: str = ""
+    db: int = 0
+    use_tls: bool = False
+    sentinel_master_name: str = ""
+    sentinel_username: str = ""
+    sentinel_password: str = ""
+    sentinel_addresses: list = field(default_factory=list)
+    cluster_addresses: list = field(default_factory=list)
+    dial_timeout: Any = 0
+    read_timeout: Any = 0
+    write_timeout: Any = 0
+    pool_size: int = 0
+    pool_timeout: Any = 0
+
+
+@dataclass
+class PrometheusSettings:
+    port: int = 0
+    username: str = ""
+    password: str = ""
+
+
+@dataclass
+class LoggingSettings:
+    level: str = "info"
+    json: bool = False
+
+
+@dataclass
+class RTCSettings:
+    udp_port: Any = 0  # single port, or "start-end"
+    port_range_start: int = 50000
+    port_range_end: int = 60000
+    tcp_port: int = 7881
+    node_ip: str = ""
+    use_external_ip: bool = False
+
+
+@dataclass
+class Config:
+    port: int = 7880
+    bind_addresses: list = field(default_factory=lambda: [""])
+    keys: dict = field(default_factory=dict)
+    key_file: str = ""
+    development: bool = False
+    data_dir: str = ".lkserver"
+    project_id: str = "lkserver"
+    prometheus_port: int = 0  # deprecated alias of prometheus.port, as in LiveKit
+    room: RoomSettings = field(default_factory=RoomSettings)
+    limit: LimitSettings = field(default_factory=LimitSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    redis: RedisSettings = field(default_factory=RedisSettings)
+    prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
+    rtc: RTCSettings = field(default_factory=RTCSettings)
+    # keys present in the file that lkserver does not use (reported at start)
+    ignored_keys: list = field(default_factory=list, repr=False)
+
+    @property
+    def bind_hosts(self) -> list[str]:
+        """Hosts to listen on; "" in LiveKit means every interface."""
+        return [h if h else "0.0.0.0" for h in self.bind_addresses] or ["0.0.0.0"]
+
+
+def _type_name(t: type) -> str:
+    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
+            list: "a list", dict: "a mapping"}.get(t, t.__name__)
+
+
+def _apply(target: Any, data: Mapping[str, Any], prefix: str, ignored: list[str]) -> None:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping")
+    fields = {f.name: f for f in dataclasses.fields(target) if f.name != "ignored_keys"}
+    for key, value in data.items():
+        name = str(key)
+        path = f"{prefix}{name}"
+        if name not in fields:
+            ignored.append(path)
+            continue
+        current = getattr(target, name)
+        if dataclasses.is_dataclass(current):
+            if value is None:
+                continue
+            _apply(current, value, path + ".", ignored)
+            continue
+        if value is None:
+            continue
+        expected = type(current)
+        if expected is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif expected is int and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if expected in (bool, int, float, str, list, dict):
+            ok = isinstance(value, expected) and not (expected is not bool and isinstance(value, bool))
+            if not ok:
+                raise ConfigError(f"{path}: expected {_type_name(expected)}, got {value!r}")
+        setattr(target, name, value)
+
+
+def _parse_keys(text: str, origin: str) -> dict[str, str]:
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{origin}: not valid YAML ({e.__class__.__name__})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict) or not all(
+        isinstance(k, (str, int)) and isinstance(v, (str, int)) for k, v in data.items()
+    ):
+        raise ConfigError(f'{origin}: expected "key: secret" lines')
+    return {str(k): str(v) for k, v in data.items()}
+
+
+def _load_key_file(path: str) -> dict[str, str]:
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise ConfigError(f"key_file {path}: {e.strerror}") from None
+    if st.st_mode & (stat.S_IRWXO):
+        raise ConfigError(f"key_file {path} must not be accessible by others (chmod 600)")
+    with open(path, encoding="utf-8") as f:
+        return _parse_keys(f.read(), f"key_file {path}")
+
+
+def load_config(
+    *,
+    config_file: str | None = None,
+    config_body: str | None = None,
+    env: Mapping[str, str] | None = None,
+    dev: bool = False,
+    port: int | None = None,
+    bind: list[str] | None = None,
+    data_dir: str | None = None,
+    log_level: str | None = None,
+) -> Config:
+    """Build the Config: file (or LIVEKIT_CONFIG), then environment, then flags."""
+    env = os.environ if env is None else env
+    cfg = Config()
+    body = config_body
+    origin = "config"
+    if config_file:
+        origin = config_file
+        try:
+            with open(config_file, encoding="utf-8") as f:
+                body = f.read()
+        except OSError as e:
+            raise ConfigError(f"cannot read config file {config_file}: {e.strerror}") from None
+    elif body is None and env.get("LIVEKIT_CONFIG"):
+        body, origin = env["LIVEKIT_CONFIG"], "LIVEKIT_CONFIG"
+    bind_from_file = False
+    if body:
+        try:
+            data = yaml.safe_load(body)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{origin}: not valid YAML: {e}") from None
+        if data is not None:
+            if not isinstance(data, dict):
+                raise ConfigError(f"{origin}: expected a mapping at the top level")
+            bind_from_file = "bind_addresses" in data
+            keys = data.pop("keys", None)
+            _apply(cfg, data, "", cfg.ignored_keys)
+            if keys is not None:
+                if not isinstance(keys, dict):
+                    raise ConfigError(f'{origin}: keys must be a mapping of "key: secret"')
+                cfg.keys = {str(k): str(v) for k, v in keys.items()}
+
+    if cfg.key_file:
+        cfg.keys.update(_load_key_file(cfg.key_file))
+    if env.get("LIVEKIT_KEYS"):
+        cfg.keys.update(_parse_keys(env["LIVEKIT_KEYS"], "LIVEKIT_KEYS"))
+    if env.get("REDIS_HOST"):
+        cfg.redis.address = env["REDIS_HOST"]
+    if env.get("REDIS_PASSWORD"):
+        cfg.redis.password = env["REDIS_PASSWORD"]
+    if env.get("NODE_IP"):
+        cfg.rtc.node_ip = env["NODE_IP"]
+    if env.get("UDP_PORT"):
+        cfg.rtc.udp_port = env["UDP_PORT"]
+
+    if dev:
+        cfg.development = True
+    if cfg.development:
+        if not cfg.keys:
+            cfg.keys = dict(DEV_KEYS)
+        if not bind_from_file:
+            cfg.bind_addresses = ["127.0.0.1"]
+        if not cfg.rtc.udp_port:
+            cfg.rtc.udp_port = 7882
+        if log_level is None and cfg.logging.level == "info":
+            cfg.logging.level = "debug"
+    if port is not None:
+        cfg.port = port
+    if bind:
+        cfg.bind_addresses = list(bind)
+    if data_dir is not None:
+        cfg.data_dir = data_dir
+    if log_level is not None:
+        cfg.logging.level = log_level
+    if cfg.prometheus_port and not cfg.prometheus.port:
+        cfg.prometheus.port = cfg.prometheus_port
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    if not cfg.keys:
+        raise ConfigError(
+            "no API keys configured: set `keys` in the config file, `key_file`, or LIVEKIT_KEYS "
+            '("key: secret"), or start with --dev for the development keys devkey/secret'
+        )
+    for k, v in cfg.keys.items():
+        if not k or not v:
+            raise ConfigError("API keys and secrets must be non-empty")
+    if cfg.webhook.urls:
+        if not isinstance(cfg.webhook.urls, list) or not all(isinstance(u, str) for u in cfg.webhook.urls):
+            raise ConfigError("webhook.urls must be a list of URLs")
+        if not cfg.webhook.api_key or cfg.webhook.api_key not in cfg.keys:
+            raise ConfigError("api_key is required to use webhooks: set webhook.api_key to one of `keys`")
+    if bool(cfg.prometheus.username) != bool(cfg.prometheus.password):
+        raise ConfigError("prometheus.username and prometheus.password must be set together")
+    if not (0 <= cfg.port <= 65535):
+        raise ConfigError(f"port {cfg.port} is out of range")
+    for name in ("empty_timeout", "departure_timeout", "max_participants"):
+        if getattr(cfg.room, name) < 0:
+            raise ConfigError(f"room.{name} must not be negative")
+
+
+def short_secrets(cfg: Config) -> list[str]:
+    """API keys whose secret is shorter than LiveKit's recommended 32 characters."""
+    return [k for k, v in cfg.keys.items() if len(v) < 32]

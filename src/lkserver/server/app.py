@@ -1,0 +1,93 @@
+"""The server object: builds every part from a Config, starts and stops them in order.
+
+No module-level state: `Server(config)` owns its store, event bus, domain, services, HTTP
+application and metrics, so tests may run several in one process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+from aiohttp import web
+from livekit.protocol import room as proto_room
+
+from ..config import Config, short_secrets
+from ..events import EventBus
+from ..logs import get_logger
+from ..rooms import RoomManager
+from ..services.room import RoomService
+from ..store import Store, open_store
+from ..twirp import TwirpRouter
+from .http import HttpApp
+from .metrics import Metrics
+
+log = get_logger("lkserver.server")
+
+
+class Server:
+    def __init__(self, config: Config, store: Store | None = None) -> None:
+        self.config = config
+        self.store = store or open_store(config.data_dir, config.redis.address,
+                                         username=config.redis.username,
+                                         password=config.redis.password, db=config.redis.db,
+                                         use_tls=config.redis.use_tls)
+        self.events = EventBus()
+        self.metrics = Metrics()
+        self.rooms = RoomManager(config.room, self.store, self.events)
+        self.room_service = RoomService(self.rooms, config.limit, config.room)
+        self.twirp = TwirpRouter()
+        self.twirp.mount(proto_room.DESCRIPTOR.services_by_name["RoomService"], self.room_service)
+        self.http = HttpApp(config.keys, self.twirp, self.metrics,
+                            config.limit.max_api_request_body_size, health=lambda: True)
+        self.metrics.track_rooms(lambda: len(self.rooms.rooms),
+                                 lambda: sum(len(r.participants) for r in self.rooms.rooms.values()))
+        self._runners: list[web.AppRunner] = []
+        self.port = config.port
+        self.metrics_port = config.prometheus.port
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> None:
+        for key in short_secrets(self.config):
+            if not self.config.development:
+                log.error("weak_api_secret", api_key=key, hint="secrets should be at least 32 characters")
+        if self.config.ignored_keys:
+            log.warning("config_keys_ignored", keys=",".join(self.config.ignored_keys))
+        await self.rooms.start()
+        self.port = await self._listen(self.http.app, self.config.bind_hosts, self.config.port)
+        if self.config.prometheus.port:
+            p = self.config.prometheus
+            self.metrics_port = await self._listen(self.metrics.app(p.username, p.password),
+                                                   self.config.bind_hosts, p.port)
+        log.info("server_started", port=self.port, bind=",".join(self.config.bind_hosts),
+                 data_dir=self.config.data_dir, dev=self.config.development,
+                 metrics_port=self.metrics_port or "off")
+
+    async def _listen(self, app: web.Application, hosts: list[str], port: int) -> int:
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=5.0)
+        await runner.setup()
+        self._runners.append(runner)
+        bound = port
+        for host in hosts:
+            sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, bound))
+            except OSError as e:
+                sock.close()
+                raise OSError(e.errno, f"cannot listen on {host}:{bound}: {e.strerror}") from None
+            bound = sock.getsockname()[1]
+            site = web.SockSite(runner, sock)
+            await site.start()
+        return bound
+
+    async def stop(self) -> None:
+        """Graceful stop: no new requests, in-flight ones finish, state is kept in the store."""
+        log.info("server_stopping")
+        for runner in reversed(self._runners):
+            await runner.cleanup()
+        self._runners.clear()
+        await self.rooms.stop()
+        await self.store.close()
+        self._stopped.set()
+        log.info("server_stopped")

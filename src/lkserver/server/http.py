@@ -1,0 +1,172 @@
+"""The HTTP shell on the main port: routing, CORS, body limits, token extraction. No logic.
+
+Reproduces the middleware of LiveKit's server (livekit pkg/service/server.go, utils.go, auth.go;
+reference server-api.md §1.1, §2.1): any Origin allowed, `//path` tolerated, bodies over
+`limit.max_api_request_body_size` answered 413 in plain text, a token taken from
+`Authorization: Bearer` or the `access_token` form value, and bad tokens answered 401 in plain
+text before any handler runs.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+from ..auth import AuthError, Claims, verify_with_keys
+from ..logs import get_logger
+from ..services.context import RequestContext
+from ..twirp import Encoding, TwirpError, TwirpRouter, decode_request, encode_error, encode_response, encoding_for
+from ..twirp.errors import INTERNAL
+from .metrics import Metrics
+
+log = get_logger("lkserver.http")
+
+RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+BEARER = "Bearer "
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "*",
+}
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "OPTIONS, HEAD, GET, POST, PATCH, DELETE",
+    "Access-Control-Allow-Headers": "*",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+def plain(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text, content_type="text/plain")
+
+
+class AuthFailed(Exception):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+def token_from(request: web.Request) -> str | None:
+    """The bearer token of a request; raises AuthFailed for a malformed Authorization header."""
+    header = request.headers.get("Authorization")
+    if header is not None:
+        if not header.startswith(BEARER):
+            raise AuthFailed("invalid authorization header. Must start with " + BEARER)
+        return header[len(BEARER):]
+    token = request.query.get("access_token")
+    return token or None
+
+
+def authenticate(request: web.Request, keys: Mapping[str, str]) -> tuple[Claims | None, dict | None, str]:
+    """(claims, raw payload, api key) of the request's token; (None, None, "") without one."""
+    token = token_from(request)
+    if token is None:
+        return None, None, ""
+    try:
+        return verify_with_keys(token, keys)
+    except AuthError as e:
+        raise AuthFailed(str(e)) from None
+
+
+class HttpApp:
+    """Owns the aiohttp application: exact and prefix routes, and the Twirp endpoint."""
+
+    def __init__(self, keys: Mapping[str, str], twirp: TwirpRouter, metrics: Metrics,
+                 max_body: int, health: Callable[[], bool]) -> None:
+        self.keys = keys
+        self.twirp = twirp
+        self.metrics = metrics
+        self.max_body = max_body
+        self.health = health
+        self.exact: dict[str, RouteHandler] = {"/": self.handle_health}
+        self.prefixes: list[tuple[str, RouteHandler]] = [("/twirp/", self.handle_twirp)]
+        self.app = web.Application(client_max_size=max_body, handler_args={"max_field_size": 65536})
+        self.app.router.add_route("*", "/{tail:.*}", self.dispatch)
+
+    def add_route(self, path: str, handler: RouteHandler) -> None:
+        self.exact[path] = handler
+
+    def add_prefix(self, prefix: str, handler: RouteHandler) -> None:
+        self.prefixes.append((prefix, handler))
+
+    async def dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("//"):
+            path = path[1:]
+        if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+            return web.Response(status=204, headers=PREFLIGHT_HEADERS)
+        handler = self.exact.get(path)
+        if handler is None:
+            for prefix, h in self.prefixes:
+                if path.startswith(prefix):
+                    handler = h
+                    break
+        if handler is None:
+            resp: web.StreamResponse = plain(404, "404 page not found")
+        else:
+            request["path"] = path
+            resp = await handler(request)
+        if "Origin" in request.headers and not resp.prepared:
+            resp.headers.update(CORS_HEADERS)
+        return resp
+
+    async def read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_body:
+            raise web.HTTPRequestEntityTooLarge(max_size=self.max_body, actual_size=request.content_length)
+        return await request.read()
+
+    async def handle_health(self, request: web.Request) -> web.StreamResponse:
+        try:
+            authenticate(request, self.keys)
+        except AuthFailed as e:
+            return plain(401, e.message)
+        if not self.health():
+            return plain(406, "Not Ready")
+        return plain(200, "OK")
+
+    async def handle_twirp(self, request: web.Request) -> web.StreamResponse:
+        started = time.perf_counter()
+        path = request["path"]
+        if not self.twirp.owns(path):
+            return plain(404, "404 page not found")
+        try:
+            claims, _, api_key = authenticate(request, self.keys)
+        except AuthFailed as e:
+            return plain(401, e.message)
+        service = method = "unknown"
+        try:
+            route = self.twirp.resolve(request.method, path)
+            service, method = route.service, route.method
+            encoding = encoding_for(request.headers.get("Content-Type"))
+            try:
+                body = await self.read_body(request)
+            except web.HTTPRequestEntityTooLarge:
+                return plain(413, "request body too large")
+            req = decode_request(body, route.input_type, encoding)
+            ctx = RequestContext(claims=claims, api_key=api_key, headers=request.headers)
+            result = await route.handler(ctx, req)
+            payload = encode_response(result, encoding)
+            code = "ok"
+            resp = web.Response(body=payload, content_type=encoding.value)
+        except TwirpError as e:
+            code = e.code
+            resp = twirp_error_response(e)
+        except Exception:
+            log.exception("twirp_handler_failed", service=service, method=method)
+            err = TwirpError(INTERNAL, "internal error")
+            code = err.code
+            resp = twirp_error_response(err)
+        self.metrics.observe_twirp(service, method, code, time.perf_counter() - started)
+        return resp
+
+
+def twirp_error_response(err: TwirpError) -> web.Response:
+    # exactly `application/json`: the Node SDK reads the error only with that content type
+    resp = web.Response(status=err.status, body=encode_error(err))
+    resp.headers["Content-Type"] = "application/json"
+    return resp
+
+
+__all__ = ["AuthFailed", "Encoding", "HttpApp", "authenticate", "plain", "token_from"]

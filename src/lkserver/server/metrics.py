@@ -1,0 +1,54 @@
+"""Prometheus metrics, on their own port when `prometheus.port` is set (as LiveKit serves them).
+
+One registry per server object (no process-wide state), so tests can run several servers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+from typing import Callable
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.twirp_requests = Counter(
+            "lkserver_twirp_requests", "Twirp requests by service, method and result code",
+            ["service", "method", "code"], registry=self.registry)
+        self.twirp_latency = Histogram(
+            "lkserver_twirp_request_duration_seconds", "Twirp request handling time",
+            ["service", "method"], registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.rooms = Gauge("lkserver_rooms", "Rooms hosted by this server", registry=self.registry)
+        self.participants = Gauge("lkserver_participants", "Participants connected to this server",
+                                  registry=self.registry)
+
+    def observe_twirp(self, service: str, method: str, code: str, seconds: float) -> None:
+        self.twirp_requests.labels(service, method, code).inc()
+        self.twirp_latency.labels(service, method).observe(seconds)
+
+    def track_rooms(self, count_rooms: Callable[[], int], count_participants: Callable[[], int]) -> None:
+        self.rooms.set_function(count_rooms)
+        self.participants.set_function(count_participants)
+
+    def app(self, username: str = "", password: str = "") -> web.Application:
+        """Serves the exposition on any path, with optional basic auth."""
+        expected = ""
+        if username and password:
+            expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+        async def handle(request: web.Request) -> web.Response:
+            if expected and not hmac.compare_digest(request.headers.get("Authorization", ""), expected):
+                return web.Response(status=401, text="Unauthorized",
+                                    headers={"WWW-Authenticate": 'Basic realm="metrics"'})
+            return web.Response(body=generate_latest(self.registry),
+                                headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+        app = web.Application()
+        app.router.add_route("GET", "/{tail:.*}", handle)
+        return app

@@ -1,0 +1,73 @@
+"""Twirp message codec (sans-I/O): request bodies in, response bodies out.
+
+Reproduces what LiveKit's Twirp handlers accept and answer (reference server-api.md §1.3-1.5):
+- `application/protobuf`: binary; an empty body is an empty message.
+- `application/json`: protojson with unknown fields discarded; snake_case or lowerCamel keys,
+  enum names or numbers, int64 as strings or numbers; an empty body is malformed.
+- JSON responses use proto field names and emit every field (Twirp's defaults).
+- Errors are always JSON `{code, msg, meta}` with `Content-Type: application/json` exactly.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from typing import TypeVar
+
+from google.protobuf.json_format import MessageToDict, Parse
+from google.protobuf.message import Message
+
+from .errors import BAD_ROUTE, MALFORMED, TwirpError
+
+M = TypeVar("M", bound=Message)
+
+JSON_CONTENT_TYPE = "application/json"
+PROTOBUF_CONTENT_TYPE = "application/protobuf"
+
+
+class Encoding(Enum):
+    JSON = JSON_CONTENT_TYPE
+    PROTOBUF = PROTOBUF_CONTENT_TYPE
+
+
+def encoding_for(content_type: str | None) -> Encoding:
+    """The encoding named by a Content-Type header; parameters and case are ignored."""
+    base = (content_type or "").split(";", 1)[0].strip().lower()
+    if base == JSON_CONTENT_TYPE:
+        return Encoding.JSON
+    if base == PROTOBUF_CONTENT_TYPE:
+        return Encoding.PROTOBUF
+    raise TwirpError(BAD_ROUTE, f'unexpected Content-Type: "{content_type or ""}"')
+
+
+def decode_request(body: bytes, cls: type[M], encoding: Encoding) -> M:
+    msg = cls()
+    if encoding is Encoding.PROTOBUF:
+        try:
+            msg.ParseFromString(body)
+        except Exception:  # DecodeError, RecursionError on hostile nesting, ...
+            raise TwirpError(MALFORMED, "the request could not be decoded") from None
+        return msg
+    try:
+        Parse(body.decode("utf-8"), msg, ignore_unknown_fields=True)
+    except Exception:  # ParseError, UnicodeDecodeError, RecursionError, ...
+        raise TwirpError(MALFORMED, "the json request could not be decoded") from None
+    return msg
+
+
+def message_to_json_dict(msg: Message) -> dict:
+    """A message as Twirp's JSON response: proto field names, every field emitted."""
+    return MessageToDict(msg, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+
+
+def encode_response(msg: Message, encoding: Encoding) -> bytes:
+    if encoding is Encoding.PROTOBUF:
+        return msg.SerializeToString()
+    return json.dumps(message_to_json_dict(msg), separators=(",", ":")).encode()
+
+
+def encode_error(err: TwirpError) -> bytes:
+    body: dict = {"code": err.code, "msg": err.msg}
+    if err.meta:
+        body["meta"] = err.meta
+    return json.dumps(body, separators=(",", ":")).encode()
