@@ -23,8 +23,21 @@ from .tokens import (
 )
 
 __all__ = [
-    "AccessToken", "AgentEndpointGrants", "AgentGrants", "AgentThreadGrants", "AuthError",
-    "Claims", "DEFAULT_LEEWAY", "DEFAULT_TTL", "InferenceGrants", "ObservabilityGrants",
-    "SIPGrants", "TokenVerifier", "VideoGrants", "camel_to_snake", "parse_claims",
-    "snake_to_lower_camel", "verify_with_keys",
+    "DEFAULT_LEEWAY",
+    "DEFAULT_TTL",
+    "AccessToken",
+    "AgentEndpointGrants",
+    "AgentGrants",
+    "AgentThreadGrants",
+    "AuthError",
+    "Claims",
+    "InferenceGrants",
+    "ObservabilityGrants",
+    "SIPGrants",
+    "TokenVerifier",
+    "VideoGrants",
+    "camel_to_snake",
+    "parse_claims",
+    "snake_to_lower_camel",
+    "verify_with_keys",
 ]

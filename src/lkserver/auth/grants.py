@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass
-from typing import Any, Optional, Type, TypeVar
+from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from livekit.protocol.room import RoomConfiguration
@@ -31,33 +31,33 @@ def snake_to_lower_camel(t: str) -> str:
 @dataclass
 class VideoGrants:
     # actions on rooms
-    room_create: Optional[bool] = None
-    room_list: Optional[bool] = None
-    room_record: Optional[bool] = None
+    room_create: bool | None = None
+    room_list: bool | None = None
+    room_record: bool | None = None
     # actions on a particular room
-    room_admin: Optional[bool] = None
-    room_join: Optional[bool] = None
+    room_admin: bool | None = None
+    room_join: bool | None = None
     room: str = ""
     # allows forwarding / moving a participant to this room
-    destination_room: Optional[str] = None
+    destination_room: str | None = None
     # permissions within a room (absent in a token means allowed)
     can_publish: bool = True
     can_subscribe: bool = True
     can_publish_data: bool = True
     # TrackSource names a participant may publish; when set it supersedes can_publish
-    can_publish_sources: Optional[list[str]] = None
+    can_publish_sources: list[str] | None = None
     # by default a participant may not update its own metadata
-    can_update_own_metadata: Optional[bool] = None
+    can_update_own_metadata: bool | None = None
     # actions on ingresses
-    ingress_admin: Optional[bool] = None
+    ingress_admin: bool | None = None
     # participant is not visible to other participants
-    hidden: Optional[bool] = None
+    hidden: bool | None = None
     # [deprecated] the participant is a recorder
-    recorder: Optional[bool] = None
+    recorder: bool | None = None
     # the holder can register as an agent worker
-    agent: Optional[bool] = None
-    can_manage_agent_session: Optional[bool] = None
-    can_subscribe_metrics: Optional[bool] = None
+    agent: bool | None = None
+    can_manage_agent_session: bool | None = None
+    can_subscribe_metrics: bool | None = None
 
 
 @dataclass
@@ -97,7 +97,7 @@ class AgentEndpointGrants:
 class AgentThreadGrants:
     all: bool = False
     scope: str = ""
-    thread_ids: Optional[list[str]] = None
+    thread_ids: list[str] | None = None
     list: bool = False
     create: bool = False
     write: bool = False
@@ -111,89 +111,128 @@ class Claims:
     name: str = ""
     kind: str = ""
     metadata: str = ""
-    video: Optional[VideoGrants] = None
-    sip: Optional[SIPGrants] = None
-    inference: Optional[InferenceGrants] = None
-    observability: Optional[ObservabilityGrants] = None
-    agent: Optional[AgentGrants] = None
-    agent_endpoint: Optional[AgentEndpointGrants] = None
-    agent_thread: Optional[AgentThreadGrants] = None
-    attributes: Optional[dict[str, str]] = None
-    sha256: Optional[str] = None
-    room_preset: Optional[str] = None
-    room_config: Optional[RoomConfiguration] = None
+    video: VideoGrants | None = None
+    sip: SIPGrants | None = None
+    inference: InferenceGrants | None = None
+    observability: ObservabilityGrants | None = None
+    agent: AgentGrants | None = None
+    agent_endpoint: AgentEndpointGrants | None = None
+    agent_thread: AgentThreadGrants | None = None
+    attributes: dict[str, str] | None = None
+    sha256: str | None = None
+    room_preset: str | None = None
+    room_config: RoomConfiguration | None = None
 
     def asdict(self) -> dict[str, Any]:
-        """The claim JSON object (minus sub/iss/nbf/exp), in LiveKit's key order and casing."""
-        out: dict[str, Any] = {}
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            if value is None or value == "":
-                continue
-            if f.name == "room_config":
-                continue
-            out[snake_to_lower_camel(f.name)] = _to_json_value(value)
-        if self.room_config:
-            out["roomConfig"] = MessageToDict(self.room_config)
-        return out
+        """The claim JSON object (minus sub/iss/nbf/exp), in LiveKit's key order and casing.
+
+        Equal to the official SDK's `dataclasses.asdict` with None and "" left out at every
+        dataclass level (not inside plain dicts such as `attributes`), `roomConfig` as protojson.
+        """
+        return _to_json_value(self)
+
+
+# (attribute, lowerCamel JSON key) per grant class, in field order: computed once at import so
+# minting a token does no reflection. Any other dataclass (a user's subclass) takes the
+# reflective path, which produces the same layout.
+_JSON_KEYS: dict[type, tuple[tuple[str, str], ...]] = {
+    cls: tuple((f.name, snake_to_lower_camel(f.name)) for f in dataclasses.fields(cls))
+    for cls in (VideoGrants, SIPGrants, InferenceGrants, ObservabilityGrants, AgentGrants,
+                AgentEndpointGrants, AgentThreadGrants, Claims)
+}
+_SCALARS = (str, bool, int, float)
 
 
 def _to_json_value(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            snake_to_lower_camel(f.name): _to_json_value(v)
-            for f in dataclasses.fields(value)
-            if (v := getattr(value, f.name)) is not None and v != ""
-        }
-    if isinstance(value, list):
+    if value is None or isinstance(value, _SCALARS):
+        return value
+    keys = _JSON_KEYS.get(type(value))
+    if keys is None and dataclasses.is_dataclass(value) and not isinstance(value, type):
+        keys = tuple((f.name, snake_to_lower_camel(f.name)) for f in dataclasses.fields(value))
+    if keys is not None:
+        out: dict[str, Any] = {}
+        for attr, key in keys:
+            v = getattr(value, attr)
+            if v is None or v == "":
+                continue
+            if attr == "room_config" and isinstance(value, Claims):
+                out[key] = MessageToDict(v)
+            else:
+                out[key] = v if isinstance(v, _SCALARS) else _to_json_value(v)
+        return out
+    if isinstance(value, (list, tuple)):
         return [_to_json_value(v) for v in value]
     if isinstance(value, dict):
         return {k: _to_json_value(v) for k, v in value.items()}
     return value
 
 
+# lowerCamel JSON key -> attribute, per grant class; other keys go through camel_to_snake, so a
+# snake_case or odd-cased key is read exactly as the official SDK reads it.
+_FIELDS_BY_KEY: dict[type, dict[str, str]] = {
+    cls: {key: attr for attr, key in keys} for cls, keys in _JSON_KEYS.items()
+}
+
 _G = TypeVar("_G")
 
 
-def _grants_from(raw: Any, cls: Type[_G]) -> _G:
+def _grants_from(raw: Any, cls: type[_G]) -> _G:
     if not isinstance(raw, dict):
         return cls()
+    by_key = _FIELDS_BY_KEY[cls]
     fields = cls.__dataclass_fields__  # type: ignore[attr-defined]
     kwargs = {}
     for k, v in raw.items():
-        name = camel_to_snake(str(k))
-        if name in fields:
-            kwargs[name] = v
+        name = by_key.get(k) if isinstance(k, str) else None
+        if name is None:
+            name = camel_to_snake(str(k))
+            if name not in fields:
+                continue
+        kwargs[name] = v
     return cls(**kwargs)
 
 
+class RoomConfigError(ValueError, ParseError):
+    """A token's `roomConfig` is not a RoomConfiguration (a ValueError, and protobuf's ParseError)."""
+
+
 def parse_claims(payload: dict[str, Any]) -> Claims:
-    """Claims from a verified token payload; unknown grant fields are ignored."""
+    """Claims from a verified token payload, as the official TokenVerifier builds them.
+
+    Unknown grant fields are ignored; `video`, `sip`, `inference`, `observability` are always
+    present (defaults when absent), `agent*` only when the token has them. Identity is `sub`,
+    falling back to `jti` as LiveKit's verifier does.
+    """
+    get = payload.get
+    agent = get("agent")
+    agent_endpoint = get("agentEndpoint")
+    agent_thread = get("agentThread")
+    attributes = get("attributes")
     claims = Claims(
-        identity=_str(payload.get("sub")) or _str(payload.get("jti")),
-        name=_str(payload.get("name")),
-        kind=_str(payload.get("kind")),
-        metadata=_str(payload.get("metadata")),
-        video=_grants_from(payload.get("video", {}), VideoGrants),
-        sip=_grants_from(payload.get("sip", {}), SIPGrants),
-        inference=_grants_from(payload.get("inference", {}), InferenceGrants),
-        observability=_grants_from(payload.get("observability", {}), ObservabilityGrants),
-        attributes=payload.get("attributes") if isinstance(payload.get("attributes"), dict) else {},
-        sha256=_str(payload.get("sha256")),
-        agent=_grants_from(payload["agent"], AgentGrants) if "agent" in payload else None,
-        agent_endpoint=_grants_from(payload["agentEndpoint"], AgentEndpointGrants)
-        if "agentEndpoint" in payload else None,
-        agent_thread=_grants_from(payload["agentThread"], AgentThreadGrants)
-        if "agentThread" in payload else None,
+        identity=_str(get("sub")) or _str(get("jti")),
+        name=_str(get("name")),
+        kind=_str(get("kind")),
+        metadata=_str(get("metadata")),
+        video=_grants_from(get("video"), VideoGrants),
+        sip=_grants_from(get("sip"), SIPGrants),
+        inference=_grants_from(get("inference"), InferenceGrants),
+        observability=_grants_from(get("observability"), ObservabilityGrants),
+        attributes=attributes if isinstance(attributes, dict) else {},
+        sha256=_str(get("sha256")),
+        agent=None if agent is None else _grants_from(agent, AgentGrants),
+        agent_endpoint=None if agent_endpoint is None
+        else _grants_from(agent_endpoint, AgentEndpointGrants),
+        agent_thread=None if agent_thread is None else _grants_from(agent_thread, AgentThreadGrants),
     )
-    if payload.get("roomPreset"):
-        claims.room_preset = _str(payload.get("roomPreset"))
-    room_config = payload.get("roomConfig")
+    room_preset = get("roomPreset")
+    if room_preset:
+        claims.room_preset = _str(room_preset)
+    room_config = get("roomConfig")
     if room_config:
         try:
             claims.room_config = ParseDict(room_config, RoomConfiguration(), ignore_unknown_fields=True)
-        except (ParseError, TypeError, ValueError) as e:
-            raise ValueError(f"invalid roomConfig in token: {e}") from None
+        except (ParseError, TypeError, ValueError, AttributeError) as e:
+            raise RoomConfigError(f"invalid roomConfig in token: {e}") from None
     return claims
 
 
