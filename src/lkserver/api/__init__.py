@@ -64,7 +64,13 @@ from .room_service import RoomService
 from .sip_service import SipService
 from .twirp_client import ServerError, ServerErrorCode, SipCallError, TwirpError, TwirpErrorCode
 from .version import __version__
-from .webhook import HashMismatchError, MissingSha256Error, WebhookError, WebhookReceiver
+from .webhook import (
+    HashMismatchError,
+    MissingSha256Error,
+    WebhookError,
+    WebhookParseError,
+    WebhookReceiver,
+)
 
 __all__ = [
     "AccessToken",
@@ -91,6 +97,7 @@ __all__ = [
     "TwirpErrorCode",
     "VideoGrants",
     "WebhookError",
+    "WebhookParseError",
     "WebhookReceiver",
     "__version__",
     "access_token",

@@ -7,6 +7,7 @@ the token, then the body's hash against the claim, then parses the body, ignorin
 (newer servers add them). Drop-in for the official `livekit.api.WebhookReceiver`.
 
 ```python
+import jwt
 from aiohttp import web
 from lkserver import api
 
@@ -15,7 +16,7 @@ receiver = api.WebhookReceiver(api.TokenVerifier("devkey", "secret"))
 async def livekit_webhook(request: web.Request) -> web.Response:
     try:
         event = receiver.receive(await request.read(), request.headers.get("Authorization", ""))
-    except Exception:  # jwt.InvalidTokenError, api.WebhookError, ParseError
+    except (jwt.InvalidTokenError, api.WebhookError):  # forged, altered or malformed
         return web.Response(status=401)
     print(event.event, event.room.name)
     return web.Response()
@@ -28,8 +29,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
 
-from google.protobuf.json_format import Parse, ParseError
+from google.protobuf.json_format import ParseDict, ParseError
 from livekit.protocol.webhook import WebhookEvent
 
 from ..auth import TokenVerifier
@@ -49,6 +51,10 @@ class HashMismatchError(WebhookError):
     """The body's SHA-256 is not the token's `sha256` claim: the body was altered."""
 
 
+class WebhookParseError(WebhookError, ParseError):
+    """The signed body is not a WebhookEvent (also a protobuf ParseError, as the official raises)."""
+
+
 class WebhookReceiver:
     """Verifies and parses webhook requests; `receive(body, auth_token) -> WebhookEvent`."""
 
@@ -59,10 +65,11 @@ class WebhookReceiver:
         """The event of a genuine webhook request.
 
         `body` is the request body exactly as received (bytes, or str which is hashed as UTF-8);
-        `auth_token` the Authorization header (a `Bearer ` prefix is tolerated). Raises the
-        verifier's `jwt.InvalidTokenError` for a bad token, MissingSha256Error when the token
-        signs no body, HashMismatchError when the body is not the signed one, and protobuf's
-        ParseError when the body is not a WebhookEvent.
+        `auth_token` the Authorization header (a `Bearer ` prefix is tolerated). Raises
+        `jwt.InvalidTokenError` (from the verifier) for a bad token, and a WebhookError for a bad
+        body: MissingSha256Error when the token signs no body, HashMismatchError when the body
+        is not the signed one, WebhookParseError (a protobuf ParseError) when it is not a
+        WebhookEvent.
         """
         auth_token = auth_token.removeprefix(BEARER)
         claims = self._verifier.verify(auth_token)
@@ -76,7 +83,13 @@ class WebhookReceiver:
         if not hmac.compare_digest(hashlib.sha256(raw).digest(), claimed):
             raise HashMismatchError("hash mismatch")
         try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise ParseError(f"webhook body is not UTF-8: {e}") from None
-        return Parse(text, WebhookEvent(), ignore_unknown_fields=True)
+            doc = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise WebhookParseError(f"Failed to load JSON: {e}.") from None
+        if not isinstance(doc, dict):
+            # protobuf's Parse would turn `[]` into an empty event
+            raise WebhookParseError("webhook body is not a JSON object")
+        try:
+            return ParseDict(doc, WebhookEvent(), ignore_unknown_fields=True)
+        except ParseError as e:
+            raise WebhookParseError(str(e)) from None

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
+from jwt.exceptions import InvalidTokenError
 from livekit.protocol.room import RoomConfiguration
 
 _CAMEL_RE = re.compile(r"(?<!^)(?=[A-Z])")
@@ -192,8 +193,12 @@ def _grants_from(raw: Any, cls: type[_G]) -> _G:
     return cls(**kwargs)
 
 
-class RoomConfigError(ValueError, ParseError):
-    """A token's `roomConfig` is not a RoomConfiguration (a ValueError, and protobuf's ParseError)."""
+class RoomConfigError(InvalidTokenError, ValueError, ParseError):
+    """A token's `roomConfig` is not a RoomConfiguration.
+
+    An invalid token (`jwt.InvalidTokenError`, like every other rejection), a ValueError (what
+    the server maps to 401) and protobuf's ParseError (what the official verifier raises).
+    """
 
 
 def parse_claims(payload: dict[str, Any]) -> Claims:
