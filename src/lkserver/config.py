@@ -203,6 +203,8 @@ def load_config(
     bind: list[str] | None = None,
     data_dir: str | None = None,
     log_level: str | None = None,
+    udp_port: str | None = None,
+    node_ip: str | None = None,
 ) -> Config:
     """Build the Config: file (or LIVEKIT_CONFIG), then environment, then flags."""
     env = os.environ if env is None else env
@@ -267,6 +269,10 @@ def load_config(
         cfg.data_dir = data_dir
     if log_level is not None:
         cfg.logging.level = log_level
+    if udp_port is not None:
+        cfg.rtc.udp_port = udp_port
+    if node_ip is not None:
+        cfg.rtc.node_ip = node_ip
     if cfg.prometheus_port and not cfg.prometheus.port:
         cfg.prometheus.port = cfg.prometheus_port
     validate(cfg)

@@ -103,6 +103,8 @@ def serve(
     port: Optional[int] = typer.Option(None, "--port", help="HTTP port (default 7880; 0 picks a free one)."),
     data_dir: Optional[str] = typer.Option(None, "--data-dir", help="Where the embedded store lives."),
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warn or error."),
+    udp_port: Optional[str] = typer.Option(None, "--udp-port", help="UDP port (or range a-b) for media."),
+    node_ip: Optional[str] = typer.Option(None, "--node-ip", help="IP address advertised to clients."),
 ) -> None:
     """Start the server."""
     from ..config import ConfigError, load_config
@@ -110,7 +112,7 @@ def serve(
 
     try:
         cfg = load_config(config_file=config, dev=dev, port=port, bind=bind, data_dir=data_dir,
-                          log_level=log_level)
+                          log_level=log_level, udp_port=udp_port, node_ip=node_ip)
     except ConfigError as e:
         fail(f"lkserver: {e}")
     setup_logging(cfg.logging.level)

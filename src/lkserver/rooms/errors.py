@@ -15,3 +15,12 @@ class ParticipantNotFound(RoomError):
 
 class RoomFull(RoomError):
     """max_participants reached."""
+
+
+class RpcError(RoomError):
+    """A participant RPC failed; `code` is the data-channel RPC error code (1400-1505)."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

@@ -36,7 +36,7 @@ from ..config import RoomSettings
 from ..events import Event, EventBus, EventName
 from ..logs import get_logger
 from ..store import Store
-from .errors import ParticipantNotFound, RoomNotFound
+from .errors import ParticipantNotFound, RoomFull, RoomNotFound
 from .participant import Participant
 from .room import Room
 
@@ -61,6 +61,8 @@ class RoomManager:
         self._room_update_listeners: list[Callable[[Room], None]] = []
         # called when a participant's info changes (signalling broadcasts ParticipantUpdate)
         self._participant_listeners: list[Callable[[Room, Participant], None]] = []
+        # a participant left the room (signalling tells the others)
+        self._gone_listeners: list[Callable[[Room, ParticipantInfo], None]] = []
         # server-driven subscription changes (UpdateSubscriptions), applied by the SFU
         self._subscription_listeners: list[Callable[[Room, Participant, list[str], bool], None]] = []
 
@@ -230,6 +232,75 @@ class RoomManager:
             p.connection.close(reason)
         await self._participant_gone(room, p, reason)
 
+    async def join(self, create: CreateRoomRequest, participant: Participant, *,
+                   may_create: bool) -> tuple[Room, Participant | None]:
+        """Admit a participant to a room (created on the way if allowed).
+
+        Returns the room and the participant this one replaces (same identity), whose
+        connection the caller closes with DUPLICATE_IDENTITY. Raises RoomNotFound when the room
+        does not exist and may not be created, RoomFull at max_participants (LiveKit
+        pkg/rtc/room.go Join; dependent participants do not count)."""
+        room = self.rooms.get(create.name)
+        if room is None or room.closed:
+            if not may_create:
+                raise RoomNotFound(create.name)
+            await self.create_room(create)
+            room = self.rooms[create.name]
+        previous = room.participants.get(participant.identity)
+        if room.info.max_participants and not participant.is_dependent and previous is None:
+            if room.non_dependent_count() >= room.info.max_participants:
+                raise RoomFull(create.name)
+        if previous is not None:
+            await self._participant_gone(room, previous, DisconnectReason.DUPLICATE_IDENTITY)
+        room.participants[participant.identity] = participant
+        await self._persist_room_state(room)
+        log.info("participant_joining", room=room.name, identity=participant.identity, sid=participant.sid)
+        return room, previous
+
+    def participant_active(self, room: Room, p: Participant) -> None:
+        """The participant's media transport connected: LiveKit's participant_joined moment."""
+        if p.ever_active or room.participants.get(p.identity) is not p:
+            return
+        p.ever_active = True
+        p.info.state = ParticipantInfo.State.ACTIVE
+        self._participant_changed(room, p)
+        log.info("participant_joined", room=room.name, identity=p.identity, sid=p.sid)
+        self.events.publish(Event(EventName.PARTICIPANT_JOINED, room=room.to_proto(), participant=p.info))
+
+    async def participant_left(self, room: Room, p: Participant,
+                               reason: "DisconnectReason.ValueType") -> None:
+        """The participant's connection ended (it left, was removed, or timed out)."""
+        await self._participant_gone(room, p, reason)
+
+    def track_published(self, room: Room, p: Participant, track: TrackInfo) -> None:
+        if room.participants.get(p.identity) is not p:
+            return
+        p.info.tracks.append(track)
+        p.info.is_publisher = True
+        self._participant_changed(room, p)
+        log.info("track_published", room=room.name, identity=p.identity, track=track.sid)
+        self.events.publish(Event(EventName.TRACK_PUBLISHED, room=self._webhook_room(room),
+                                  participant=_minimal_participant(p), track=track))
+
+    def track_unpublished(self, room: Room, p: Participant, track_sid: str) -> TrackInfo | None:
+        for i, t in enumerate(p.info.tracks):
+            if t.sid == track_sid:
+                track = TrackInfo()
+                track.CopyFrom(t)
+                del p.info.tracks[i]
+                self._participant_changed(room, p)
+                log.info("track_unpublished", room=room.name, identity=p.identity, track=track_sid)
+                self.events.publish(Event(EventName.TRACK_UNPUBLISHED, room=self._webhook_room(room),
+                                          participant=_minimal_participant(p), track=track))
+                return track
+        return None
+
+    def _webhook_room(self, room: Room) -> RoomInfo:
+        """Track events carry a minimal room unless enable_full_room_in_webhooks is set."""
+        if self.settings.enable_full_room_in_webhooks:
+            return room.to_proto()
+        return RoomInfo(sid=room.sid, name=room.name)
+
     async def set_track_muted(self, room_name: str, identity: str, track_sid: str,
                               muted: bool) -> TrackInfo | None:
         """Server-side mute of a published track; the publisher is told to mute it too.
@@ -310,6 +381,9 @@ class RoomManager:
     def on_subscription_update(self, fn: Callable[[Room, Participant, list[str], bool], None]) -> None:
         self._subscription_listeners.append(fn)
 
+    def on_participant_gone(self, fn: Callable[[Room, ParticipantInfo], None]) -> None:
+        self._gone_listeners.append(fn)
+
     def on_participant_update(self, fn: Callable[[Room, Participant], None]) -> None:
         self._participant_listeners.append(fn)
 
@@ -331,12 +405,18 @@ class RoomManager:
         info.CopyFrom(p.info)
         info.state = ParticipantInfo.State.DISCONNECTED
         info.disconnect_reason = reason
+        for listener in self._gone_listeners:
+            listener(room, info)
         name = EventName.PARTICIPANT_LEFT if p.ever_active else EventName.PARTICIPANT_CONNECTION_ABORTED
         self.events.publish(Event(name, room=room.to_proto(), participant=info))
 
     async def _persist_room_state(self, room: Room) -> None:
         """Keep the counters and the departure time, so a restart resumes the close rule."""
         await self.store.store_room(room.to_proto(), departed_at=room.last_left_at)
+
+
+def _minimal_participant(p: Participant) -> ParticipantInfo:
+    return ParticipantInfo(sid=p.sid, identity=p.identity)
 
 
 def _codec(c: object) -> Codec:

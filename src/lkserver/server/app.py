@@ -40,6 +40,11 @@ class Server:
         self.twirp.mount(proto_room.DESCRIPTOR.services_by_name["RoomService"], self.room_service)
         self.http = HttpApp(config.keys, self.twirp, self.metrics,
                             config.limit.max_api_request_body_size, health=lambda: True)
+        from ..rtc.service import RtcService  # the media stack loads only with the server
+
+        self.rtc = RtcService(config, self.rooms)
+        for path, handler in self.rtc.routes().items():
+            self.http.add_route(path, handler)
         self.metrics.track_rooms(lambda: len(self.rooms.rooms),
                                  lambda: sum(len(r.participants) for r in self.rooms.rooms.values()))
         self._runners: list[web.AppRunner] = []
@@ -54,6 +59,7 @@ class Server:
         if self.config.ignored_keys:
             log.warning("config_keys_ignored", keys=",".join(self.config.ignored_keys))
         await self.rooms.start()
+        await self.rtc.start()
         self.port = await self._listen(self.http.app, self.config.bind_hosts, self.config.port)
         if self.config.prometheus.port:
             p = self.config.prometheus
@@ -87,6 +93,7 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self.rtc.stop()
         await self.rooms.stop()
         await self.store.close()
         self._stopped.set()

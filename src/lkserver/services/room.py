@@ -14,7 +14,7 @@ from livekit.protocol import models
 from livekit.protocol import room as proto
 
 from ..config import LimitSettings, RoomSettings
-from ..rooms import ParticipantNotFound, RoomManager, RoomNotFound, UnknownRoomPreset
+from ..rooms import ParticipantNotFound, RoomManager, RoomNotFound, RpcError, UnknownRoomPreset
 from ..twirp.errors import (
     INTERNAL,
     INVALID_ARGUMENT,
@@ -24,6 +24,13 @@ from ..twirp.errors import (
     room_not_found,
 )
 from .context import RequestContext
+
+
+# data-channel RPC error codes -> Twirp codes (livekit protocol utils/data_channel_rpc.go)
+RPC_ERROR_CODES = {
+    1500: INTERNAL, 1501: "canceled", 1502: "canceled", 1503: "unavailable", 1504: "malformed",
+    1505: INTERNAL, 1400: INVALID_ARGUMENT, 1401: "not_found", 1402: INVALID_ARGUMENT,
+}
 
 
 def _size(s: str) -> int:
@@ -185,7 +192,13 @@ class RoomService:
         if not req.destination_identity:
             raise TwirpError.psrpc(INVALID_ARGUMENT, "destination identity is required")
         self._hosted_participant(req.room, req.destination_identity)
-        payload = await self.rooms.perform_rpc(req)
+        try:
+            payload = await self.rooms.perform_rpc(req)
+        except RpcError as e:
+            code = RPC_ERROR_CODES.get(e.code, INTERNAL)
+            raise TwirpError.psrpc(code, f"RpcError {e.code}: {e.message}") from None
+        except ParticipantNotFound:
+            raise no_response() from None
         return proto.PerformRpcResponse(payload=payload)
 
     # -- helpers -------------------------------------------------------------------------------

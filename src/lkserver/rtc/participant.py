@@ -1,0 +1,888 @@
+"""A participant connected over signalling: its transports, published tracks and subscriptions.
+
+Follows livekit-server's ParticipantImpl (pkg/rtc/participant*.go) as the official clients see
+it: AddTrackRequest -> TrackPublishedResponse; the publisher offers and we answer; media
+arriving on a negotiated section publishes the track; subscriptions ride on a server-offered
+subscriber transport (v0, /rtc) or on recvonly sections of the client's single transport (v1,
+/rtc/v1, with MediaSectionsRequirement when more are needed). Data packets from the client are
+stamped with its identity and routed by the room.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Optional
+
+from livekit.protocol import models as pm
+from livekit.protocol import rtc as pr
+
+from .. import ids
+from ..logs import get_logger
+from ..rooms.errors import RpcError
+from . import sdp as sdplib
+from .forward import DownTrack, UpTrack
+from .negotiation import (
+    EXT_AUDIO_LEVEL,
+    EXT_MID,
+    LocalParams,
+    OutSection,
+    TrackCodec,
+    answer_application_section,
+    answer_publish_section,
+    choose_publish_codec,
+    codec_for_subscriber,
+    pack_stream_id,
+    rejected_section,
+    subscriber_codec,
+    write_description,
+)
+from .rtp import (
+    RTCP_PSFB,
+    RTCP_SR,
+    PSFB_FIR,
+    PSFB_PLI,
+    build_pli,
+    build_rr,
+    feedback_ssrcs,
+    fir_ssrcs,
+    iter_rtcp,
+    parse_rtp,
+    parse_sr,
+)
+from .transport import WebRtcTransport
+
+if TYPE_CHECKING:
+    from ..rooms import Participant, Room
+    from .service import RtcService
+
+log = get_logger("lkserver.rtc.participant")
+
+# a client that does not read its signalling gets disconnected past this many queued messages
+SIGNAL_QUEUE_LIMIT = 1024
+# data channel bytes queued for one participant before lossy packets are dropped
+LOSSY_BUFFER_LIMIT = 1 << 20
+RELIABLE_BUFFER_LIMIT = 16 << 20
+PLI_THROTTLE = 0.5
+RPC_ACK_TIMEOUT = 2.0
+RPC_DEFAULT_RESPONSE_TIMEOUT_MS = 10000
+RPC_MAX_PAYLOAD = 15 * 1024
+SERVER_SSRC = 1  # sender SSRC of our feedback packets
+
+SOURCE_LETTER = {pm.TrackSource.CAMERA: "C", pm.TrackSource.MICROPHONE: "M",
+                 pm.TrackSource.SCREEN_SHARE: "S", pm.TrackSource.SCREEN_SHARE_AUDIO: "s"}
+
+
+@dataclass
+class JoinSettings:
+    protocol: int = 0
+    auto_subscribe: bool = True
+    adaptive_stream: bool = False
+    single_pc: bool = False
+    client_info: pm.ClientInfo = field(default_factory=pm.ClientInfo)
+
+
+class PublishedTrack:
+    """A track a participant publishes: its TrackInfo and the RTP stream(s) carrying it."""
+
+    def __init__(self, info: pm.TrackInfo, owner: "RtcParticipant") -> None:
+        self.info = info
+        self.owner = owner
+        self.mid = ""
+        self.codec: Optional[TrackCodec] = None
+        self.up: Optional[UpTrack] = None  # the stream forwarded to subscribers
+        self.ssrcs: set[int] = set()
+        self.published = False
+        self.subscriptions: dict[str, "Subscription"] = {}  # subscriber identity -> subscription
+        self.last_pli = 0.0
+        self.audio_level_ext = 0
+
+    @property
+    def sid(self) -> str:
+        return self.info.sid
+
+    @property
+    def is_video(self) -> bool:
+        return self.info.type == pm.TrackType.VIDEO
+
+    def request_keyframe(self) -> None:
+        now = time.monotonic()
+        if self.up is None or now - self.last_pli < PLI_THROTTLE:
+            return
+        self.last_pli = now
+        self.owner.media_transport_for_publish().send_rtcp(build_pli(SERVER_SSRC, self.up.ssrc))
+
+
+class Subscription:
+    """A track one participant receives: its section, SSRC and DownTrack."""
+
+    def __init__(self, track: PublishedTrack, subscriber: "RtcParticipant", ssrc: int) -> None:
+        self.track = track
+        self.subscriber = subscriber
+        self.ssrc = ssrc
+        self.mid = ""
+        self.pt = 0
+        self.down: Optional[DownTrack] = None
+        self.ready = False  # negotiated: the subscriber knows this SSRC
+        self.disabled = False  # UpdateTrackSettings.disabled
+
+    def attach(self) -> None:
+        """Connect to the publisher's stream once both the stream and the negotiation exist."""
+        up = self.track.up
+        if up is None or not self.ready or not self.pt:
+            return
+        transport = self.subscriber.media_transport_for_subscribe()
+        if self.down is None:
+            self.down = DownTrack(up, self.subscriber.sid, self.ssrc, self.pt, transport.send_rtp, transport.send_rtcp)
+            self.down.paused = self.disabled
+            self.subscriber.downs_by_ssrc[self.ssrc] = self.down
+            up.downs.append(self.down)
+            if up.is_video:
+                self.track.request_keyframe()
+        else:
+            self.down.pt = self.pt
+
+    def detach(self) -> None:
+        if self.down is not None:
+            up = self.down.up
+            if self.down in up.downs:
+                up.downs.remove(self.down)
+            self.subscriber.downs_by_ssrc.pop(self.ssrc, None)
+            self.down = None
+
+
+@dataclass
+class Slot:
+    """A media section of the subscriber transport (v0) or a recvonly section (v1)."""
+
+    mid: str
+    kind: str
+    sub: Optional[Subscription] = None
+
+
+class RtcParticipant:
+    def __init__(self, service: "RtcService", room: "Room", participant: "Participant",
+                 settings: JoinSettings) -> None:
+        self.service = service
+        self.room = room
+        self.p = participant
+        self.settings = settings
+        self.queue: asyncio.Queue[Optional[pr.SignalResponse]] = asyncio.Queue(SIGNAL_QUEUE_LIMIT)
+        self.ws_attached = asyncio.Event()
+        self.ws: Any = None  # the current signalling WebSocket
+        self.use_json = False  # the client sent text frames: answer in protojson
+        self.detached_at = time.monotonic()
+        self.subscription_permission: Optional[pr.SubscriptionPermission] = None
+        self.closed = False
+        self.close_reason: int = pm.DisconnectReason.UNKNOWN_REASON
+        self.last_signal = time.monotonic()
+        # transports: v0 has a publisher and a subscriber transport; v1 one for both
+        self.publisher: Optional[WebRtcTransport] = None
+        self.subscriber: Optional[WebRtcTransport] = None
+        # publishing
+        self.pending: dict[str, pm.TrackInfo] = {}  # cid -> TrackInfo awaiting media
+        self.tracks: dict[str, PublishedTrack] = {}  # sid -> track
+        self.tracks_by_mid: dict[str, PublishedTrack] = {}
+        self.ups_by_ssrc: dict[int, UpTrack] = {}
+        self.ignored_ssrcs: set[int] = set()
+        self.mid_ext = 0
+        self.last_offer: Optional[sdplib.SessionDescription] = None
+        # subscribing
+        self.subscriptions: dict[str, Subscription] = {}  # track sid -> subscription
+        self.downs_by_ssrc: dict[int, DownTrack] = {}
+        self.slots: list[Slot] = []
+        self.sub_offer_id = 0
+        self.sub_in_flight = False
+        self.sub_dirty = False
+        self.sub_pts: dict[tuple[str, str], int] = {}
+        self.used_ssrcs: set[int] = set()
+        # data
+        self.channels: dict[str, Any] = {}
+        self.rpc_pending: dict[str, asyncio.Future] = {}
+        self.rpc_acks: dict[str, asyncio.Future] = {}
+        self.last_reliable_seq = 0
+        self._tasks: set[asyncio.Task] = set()
+        self.connected_at = 0.0
+        self.first_media_at = 0.0
+
+    # -- identity ------------------------------------------------------------------------------
+
+    @property
+    def sid(self) -> str:
+        return self.p.sid
+
+    @property
+    def identity(self) -> str:
+        return self.p.identity
+
+    @property
+    def info(self) -> pm.ParticipantInfo:
+        return self.p.info
+
+    @property
+    def permission(self) -> pm.ParticipantPermission:
+        return self.p.info.permission
+
+    @property
+    def hidden(self) -> bool:
+        return self.p.info.permission.hidden
+
+    def spawn(self, coro: Any) -> asyncio.Task:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # -- ParticipantConnection: what the room calls ----------------------------------------------
+
+    def send_signal(self, msg: pr.SignalResponse) -> None:
+        if self.closed:
+            return
+        try:
+            self.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            log.warning("signal_queue_full", identity=self.identity, room=self.room.name)
+            self.close(pm.DisconnectReason.SIGNAL_CLOSE, send_leave=False)
+
+    def detach_socket(self) -> None:
+        """The signalling socket is gone (or being replaced): the writer stops, resume may follow."""
+        self.ws_attached.clear()
+        self.detached_at = time.monotonic()
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+
+    def send_data(self, packet: pm.DataPacket) -> None:
+        label = "_lossy" if packet.kind == pm.DataPacket.Kind.LOSSY else "_reliable"
+        channel = self.channels.get(label)
+        if channel is None or channel.readyState != "open":
+            return
+        limit = LOSSY_BUFFER_LIMIT if label == "_lossy" else RELIABLE_BUFFER_LIMIT
+        if channel.bufferedAmount > limit:
+            log.warning("data_dropped", identity=self.identity, channel=label, buffered=channel.bufferedAmount)
+            return
+        try:
+            channel.send(packet.SerializeToString())
+        except Exception:
+            pass
+
+    async def perform_rpc(self, method: str, payload: str, timeout_ms: int) -> str:
+        """Server-initiated RPC (RoomService.PerformRpc), as livekit-server sends it."""
+        if len(payload.encode()) > RPC_MAX_PAYLOAD:
+            raise RpcError(1402, "Request payload too large")
+        timeout_ms = timeout_ms or RPC_DEFAULT_RESPONSE_TIMEOUT_MS
+        rpc_id = str(uuid.uuid4())
+        loop = asyncio.get_running_loop()
+        ack, response = loop.create_future(), loop.create_future()
+        self.rpc_acks[rpc_id], self.rpc_pending[rpc_id] = ack, response
+        self.send_data(pm.DataPacket(
+            kind=pm.DataPacket.Kind.RELIABLE, participant_identity=rpc_id,
+            rpc_request=pm.RpcRequest(id=rpc_id, method=method, payload=payload,
+                                      response_timeout_ms=timeout_ms, version=1)))
+        try:
+            try:
+                await asyncio.wait_for(asyncio.shield(ack), RPC_ACK_TIMEOUT)
+            except asyncio.TimeoutError:
+                if not response.done():
+                    raise RpcError(1501, "Connection timeout") from None
+            try:
+                return await asyncio.wait_for(response, timeout_ms / 1000)
+            except asyncio.TimeoutError:
+                raise RpcError(1502, "Response timeout") from None
+        finally:
+            self.rpc_acks.pop(rpc_id, None)
+            self.rpc_pending.pop(rpc_id, None)
+
+    def close(self, reason: int, send_leave: bool = True) -> None:
+        """Disconnect (the room removed us, a duplicate joined, the room closed, ...)."""
+        if self.closed:
+            return
+        if send_leave:
+            self.send_signal(pr.SignalResponse(leave=pr.LeaveRequest(
+                can_reconnect=False, reason=reason, action=pr.LeaveRequest.Action.DISCONNECT)))
+        self.close_reason = reason
+        self.closed = True
+        try:
+            self.queue.put_nowait(None)
+        except asyncio.QueueFull:
+            pass
+        self.spawn(self.service.participant_closed(self, reason))
+
+    async def teardown(self) -> None:
+        """Release media: subscriptions, published tracks, transports."""
+        for sub in list(self.subscriptions.values()):
+            self.remove_subscription(sub, renegotiate=False)
+        for fut in list(self.rpc_pending.values()):
+            if not fut.done():
+                fut.set_exception(RpcError(1503, "Recipient disconnected"))
+        for transport in (self.publisher, self.subscriber):
+            if transport is not None:
+                await transport.close()
+        for task in list(self._tasks):
+            if task is not asyncio.current_task():
+                task.cancel()
+
+    # -- transports ----------------------------------------------------------------------------
+
+    def media_transport_for_publish(self) -> WebRtcTransport:
+        assert self.publisher is not None
+        return self.publisher
+
+    def media_transport_for_subscribe(self) -> WebRtcTransport:
+        t = self.publisher if self.settings.single_pc else self.subscriber
+        assert t is not None
+        return t
+
+    async def create_transports(self) -> None:
+        self.publisher = self.service.new_transport(f"{self.identity}/pub")
+        await self.publisher.start()
+        self.publisher.on_rtp = self.on_publisher_rtp
+        self.publisher.on_rtcp = self.on_publisher_rtcp if not self.settings.single_pc else self.on_single_rtcp
+        self.publisher.on_connected = self.on_publisher_connected
+        self.publisher.on_closed = self.on_transport_closed
+        self.publisher.on_datachannel = self.on_datachannel
+
+    async def ensure_subscriber(self) -> WebRtcTransport:
+        if self.subscriber is None:
+            self.subscriber = self.service.new_transport(f"{self.identity}/sub")
+            await self.subscriber.start()
+            self.subscriber.on_rtcp = self.on_subscriber_rtcp
+            self.subscriber.on_connected = self.on_subscriber_connected
+            self.subscriber.on_closed = self.on_transport_closed
+        return self.subscriber
+
+    def local_params(self, t: WebRtcTransport) -> LocalParams:
+        return LocalParams(t.ice.local_ufrag, t.ice.local_pwd, self.service.fingerprint_lines,
+                           t.local_candidates())
+
+    def on_publisher_connected(self) -> None:
+        if not self.connected_at:
+            self.connected_at = time.monotonic()
+        self.service.rooms.participant_active(self.room, self.p)
+        if self.settings.single_pc:
+            self.on_subscriber_connected()
+
+    def on_subscriber_connected(self) -> None:
+        for sub in self.subscriptions.values():
+            sub.attach()
+
+    def on_transport_closed(self, reason: str) -> None:
+        log.info("transport_closed", identity=self.identity, reason=reason)
+
+    # -- signal requests -------------------------------------------------------------------------
+
+    async def handle(self, req: pr.SignalRequest) -> None:
+        self.last_signal = time.monotonic()
+        which = req.WhichOneof("message")
+        handler = getattr(self, f"on_{which}", None) if which else None
+        if handler is None:
+            log.debug("signal_ignored", identity=self.identity, message=which or "empty")
+            return
+        await handler(getattr(req, which))
+
+    async def on_ping(self, _: int) -> None:
+        self.send_signal(pr.SignalResponse(pong=int(time.time() * 1000)))
+
+    async def on_ping_req(self, ping: pr.Ping) -> None:
+        self.send_signal(pr.SignalResponse(pong_resp=pr.Pong(
+            last_ping_timestamp=ping.timestamp, timestamp=int(time.time() * 1000))))
+
+    async def on_leave(self, leave: pr.LeaveRequest) -> None:
+        log.info("participant_leave_request", identity=self.identity, room=self.room.name)
+        self.close(pm.DisconnectReason.CLIENT_INITIATED, send_leave=False)
+
+    async def on_trickle(self, trickle: pr.TrickleRequest) -> None:
+        # ICE-lite: the client's checks tell us its addresses; its candidates are not needed
+        return
+
+    async def on_add_track(self, req: pr.AddTrackRequest) -> None:
+        info = self.add_track_info(req)
+        if info is None:
+            return
+        self.send_signal(pr.SignalResponse(track_published=pr.TrackPublishedResponse(cid=req.cid, track=info)))
+
+    def add_track_info(self, req: pr.AddTrackRequest) -> Optional[pm.TrackInfo]:
+        """The TrackInfo for an AddTrackRequest, or None (with a RequestResponse) if refused."""
+        if not self.can_publish_source(req.source):
+            log.info("publish_refused", identity=self.identity, source=pm.TrackSource.Name(req.source))
+            self.send_signal(pr.SignalResponse(request_response=pr.RequestResponse(
+                reason=pr.RequestResponse.Reason.NOT_ALLOWED, message="does not have permission to publish",
+                add_track=req)))
+            return None
+        if req.cid in self.pending:
+            return self.pending[req.cid]
+        kind = "A" if req.type == pm.TrackType.AUDIO else "V"
+        sid = req.sid if req.sid.startswith("TR_") else ids.new_id(ids.TRACK + kind + SOURCE_LETTER.get(req.source, "U"))
+        info = pm.TrackInfo(
+            sid=sid, type=req.type, name=req.name, muted=req.muted, width=req.width, height=req.height,
+            simulcast=len(req.layers) > 1, disable_dtx=req.disable_dtx, source=req.source,
+            layers=req.layers, stereo=req.stereo, disable_red=req.disable_red, encryption=req.encryption,
+            stream=req.stream, audio_features=req.audio_features,
+            version=pm.TimedVersion(unix_micro=int(time.time() * 1e6)),
+        )
+        if req.simulcast_codecs:
+            for sc in req.simulcast_codecs:
+                info.codecs.append(pm.SimulcastCodecInfo(mime_type=sc.codec, cid=sc.cid, layers=sc.layers))
+        self.pending[req.cid] = info
+        return info
+
+    def can_publish_source(self, source: int) -> bool:
+        perm = self.permission
+        if not perm.can_publish:
+            return False
+        if perm.can_publish_sources:
+            return source in perm.can_publish_sources
+        return True
+
+    async def on_mute(self, req: pr.MuteTrackRequest) -> None:
+        track = self.tracks.get(req.sid)
+        if track is None:
+            for info in self.pending.values():
+                if info.sid == req.sid:
+                    info.muted = req.muted
+            return
+        self.set_muted(track, req.muted)
+
+    def set_muted(self, track: PublishedTrack, muted: bool) -> None:
+        if track.info.muted == muted:
+            return
+        track.info.muted = muted
+        for t in self.p.info.tracks:
+            if t.sid == track.sid:
+                t.muted = muted
+        self.service.rooms._participant_changed(self.room, self.p)
+
+    async def on_update_metadata(self, req: pr.UpdateParticipantMetadata) -> None:
+        if not self.permission.can_update_metadata:
+            if req.request_id:
+                self.send_signal(pr.SignalResponse(request_response=pr.RequestResponse(
+                    request_id=req.request_id, reason=pr.RequestResponse.Reason.NOT_ALLOWED,
+                    message="does not have permission to update own metadata", update_metadata=req)))
+            return
+        limits = self.service.limits
+        if (limits.max_metadata_size and len(req.metadata.encode()) > limits.max_metadata_size) or \
+           (limits.max_participant_name_length and len(req.name.encode()) > limits.max_participant_name_length):
+            if req.request_id:
+                self.send_signal(pr.SignalResponse(request_response=pr.RequestResponse(
+                    request_id=req.request_id, reason=pr.RequestResponse.Reason.LIMIT_EXCEEDED,
+                    message="metadata or name too large", update_metadata=req)))
+            return
+        await self.service.rooms.update_participant(
+            self.room.name, self.identity, name=req.name, metadata=req.metadata, attributes=dict(req.attributes))
+        if req.request_id:
+            self.send_signal(pr.SignalResponse(request_response=pr.RequestResponse(
+                request_id=req.request_id, reason=pr.RequestResponse.Reason.OK, update_metadata=req)))
+
+    async def on_subscription(self, req: pr.UpdateSubscription) -> None:
+        sids = list(req.track_sids)
+        for pt in req.participant_tracks:
+            sids.extend(pt.track_sids)
+        self.service.update_subscriptions(self, sids, req.subscribe)
+
+    async def on_track_setting(self, req: pr.UpdateTrackSettings) -> None:
+        for sid in req.track_sids:
+            sub = self.subscriptions.get(sid)
+            if sub is None:
+                continue
+            sub.disabled = req.disabled
+            if sub.down is not None:
+                if req.disabled:
+                    sub.down.pause()
+                else:
+                    sub.down.resume()
+
+    async def on_subscription_permission(self, req: pr.SubscriptionPermission) -> None:
+        self.service.set_subscription_permission(self, req)
+
+    async def on_sync_state(self, req: pr.SyncState) -> None:
+        return
+
+    # -- publishing: offers from the client ---------------------------------------------------------
+
+    async def on_offer(self, offer: pr.SessionDescription) -> None:
+        try:
+            sd = sdplib.parse(offer.sdp)
+        except sdplib.SdpError as e:
+            log.warning("bad_offer", identity=self.identity, error=str(e))
+            self.send_signal(pr.SignalResponse(leave=pr.LeaveRequest(
+                can_reconnect=False, reason=pm.DisconnectReason.STATE_MISMATCH,
+                action=pr.LeaveRequest.Action.DISCONNECT)))
+            self.close(pm.DisconnectReason.STATE_MISMATCH, send_leave=False)
+            return
+        log.debug("offer_received", identity=self.identity, sections=len(sd.media))
+        transport = self.media_transport_for_publish()
+        transport.set_remote(sd)
+        self.last_offer = sd
+        if self.p.info.state == pm.ParticipantInfo.State.JOINING:
+            self.p.info.state = pm.ParticipantInfo.State.JOINED
+        sections: list[OutSection] = []
+        sending_mids = set()
+        for m in sd.media:
+            if m.kind == "application":
+                sections.append(answer_application_section(m))
+            elif m.kind not in ("audio", "video") or m.rejected:
+                sections.append(rejected_section(m))
+            elif m.direction in ("sendonly", "sendrecv"):
+                codec = choose_publish_codec(m)
+                if codec is None:
+                    sections.append(rejected_section(m))
+                    continue
+                self.bind_publish_section(m, codec)
+                sending_mids.add(m.mid)
+                sections.append(answer_publish_section(m, codec))
+            elif m.direction == "recvonly" and self.settings.single_pc:
+                sections.append(self.answer_subscribe_slot(m))
+            else:
+                sections.append(OutSection(m.mid, m.kind, "inactive", m.codecs[:1]))
+        self.mid_ext = next((e.id for m in sd.media for e in m.extmaps if e.uri == EXT_MID), 0)
+        for mid, track in list(self.tracks_by_mid.items()):
+            if mid not in sending_mids:
+                self.service.unpublish(self, track)
+        answer = write_description(sections, self.local_params(transport), "passive")
+        mid_to_track = {}
+        if self.settings.single_pc:
+            mid_to_track = {s.mid: s.sub.track.sid for s in self.slots if s.sub is not None}
+        self.send_signal(pr.SignalResponse(answer=pr.SessionDescription(
+            type="answer", sdp=answer, id=offer.id, mid_to_track_id=mid_to_track)))
+        if self.settings.single_pc:
+            for slot in self.slots:
+                if slot.sub is not None and not slot.sub.ready:
+                    slot.sub.ready = True
+                    slot.sub.attach()
+            self.request_media_sections()
+
+    def bind_publish_section(self, m: sdplib.Media, codec: sdplib.Codec) -> None:
+        """Tie an offered section to the pending AddTrackRequest it carries (LiveKit's matching:
+        msid track id == cid, else the first pending track of the same kind)."""
+        if m.mid in self.tracks_by_mid:
+            return
+        want = pm.TrackType.AUDIO if m.kind == "audio" else pm.TrackType.VIDEO
+        cid = m.msid_track
+        info = self.pending.pop(cid, None) if cid else None
+        if info is None:
+            for c, candidate in list(self.pending.items()):
+                if candidate.type == want and not candidate.mid:
+                    info = self.pending.pop(c)
+                    break
+        if info is None:
+            log.debug("unmatched_publish_section", identity=self.identity, mid=m.mid)
+            return
+        kind = "audio" if want == pm.TrackType.AUDIO else "video"
+        info.mid = m.mid
+        info.mime_type = f"{kind}/{codec.name}"
+        track = PublishedTrack(info, self)
+        track.mid = m.mid
+        track.codec = TrackCodec(info.mime_type, codec.clock_rate, codec.channels, codec.fmtp)
+        track.audio_level_ext = m.extmap_id(EXT_AUDIO_LEVEL)
+        for ssrc in m.primary_ssrcs():
+            track.ssrcs.add(ssrc)
+        for rtx in m.rtx_pairs().values():
+            self.ignored_ssrcs.add(rtx)
+        self.tracks[info.sid] = track
+        self.tracks_by_mid[m.mid] = track
+
+    # -- publishing: media from the client ----------------------------------------------------------
+
+    def on_publisher_rtp(self, buf: bytes) -> None:
+        h = parse_rtp(buf)
+        if h is None:
+            return
+        up = self.ups_by_ssrc.get(h.ssrc)
+        if up is not None:
+            up.on_rtp(buf, h, time.monotonic())
+            return
+        if h.ssrc in self.ignored_ssrcs:
+            return
+        track = self.track_for_new_ssrc(buf, h)
+        if track is None:
+            return
+        if track.up is not None:
+            # another simulcast layer: this issue forwards the first layer that arrives
+            self.ignored_ssrcs.add(h.ssrc)
+            return
+        codec = track.codec
+        assert codec is not None
+        up = UpTrack(track.sid, h.ssrc, codec.name, codec.clock_rate, track.is_video,
+                     track.request_keyframe, track.audio_level_ext)
+        track.up = up
+        self.ups_by_ssrc[h.ssrc] = up
+        if not track.is_video:
+            self.service.observe_audio(self, track, up)
+        if not self.first_media_at:
+            self.first_media_at = time.monotonic()
+        self.service.publish(self, track)
+        up.on_rtp(buf, h, time.monotonic())
+
+    def track_for_new_ssrc(self, buf: bytes, h: Any) -> Optional[PublishedTrack]:
+        for track in self.tracks.values():
+            if h.ssrc in track.ssrcs:
+                return track
+        if self.mid_ext:
+            from .rtp import get_extension
+
+            mid = get_extension(buf, h, self.mid_ext)
+            if mid:
+                track = self.tracks_by_mid.get(mid.decode(errors="replace"))
+                if track is not None:
+                    return track
+        # a single undeclared stream of a kind with one candidate section (as aiortc's router)
+        candidates = [t for t in self.tracks.values() if t.up is None and not t.ssrcs]
+        return candidates[0] if len(candidates) == 1 else None
+
+    def on_publisher_rtcp(self, buf: bytes) -> None:
+        now = time.time()
+        for p in iter_rtcp(buf):
+            if p.pt == RTCP_SR:
+                sr = parse_sr(p)
+                if sr is not None:
+                    up = self.ups_by_ssrc.get(sr.ssrc)
+                    if up is not None:
+                        up.on_sender_report(sr, now)
+
+    def on_single_rtcp(self, buf: bytes) -> None:
+        self.on_publisher_rtcp(buf)
+        self.on_subscriber_rtcp(buf)
+
+    def send_receiver_reports(self) -> None:
+        if self.publisher is None or not self.publisher.connected or not self.ups_by_ssrc:
+            return
+        now = time.time()
+        blocks = [b for up in self.ups_by_ssrc.values() if (b := up.report_block(now)) is not None]
+        for i in range(0, len(blocks), 31):
+            self.publisher.send_rtcp(build_rr(SERVER_SSRC, blocks[i:i + 31]))
+
+    # -- subscribing --------------------------------------------------------------------------------
+
+    def new_ssrc(self) -> int:
+        while True:
+            ssrc = random.getrandbits(32)
+            if ssrc > 1 and ssrc not in self.used_ssrcs:
+                self.used_ssrcs.add(ssrc)
+                return ssrc
+
+    def add_subscription(self, track: PublishedTrack) -> Subscription:
+        sub = Subscription(track, self, self.new_ssrc())
+        self.subscriptions[track.sid] = sub
+        track.subscriptions[self.identity] = sub
+        kind = "video" if track.is_video else "audio"
+        if self.settings.single_pc:
+            self.request_media_sections()
+        else:
+            slot = next((s for s in self.slots if s.kind == kind and s.sub is None), None)
+            if slot is None:
+                slot = Slot(str(len(self.slots)), kind)
+                self.slots.append(slot)
+            slot.sub = sub
+            sub.mid = slot.mid
+            self.spawn(self.negotiate_subscriber())
+        return sub
+
+    def remove_subscription(self, sub: Subscription, renegotiate: bool = True) -> None:
+        sub.detach()
+        self.subscriptions.pop(sub.track.sid, None)
+        sub.track.subscriptions.pop(self.identity, None)
+        for slot in self.slots:
+            if slot.sub is sub:
+                slot.sub = None
+        if renegotiate and not self.closed:
+            if self.settings.single_pc:
+                self.request_media_sections()
+            else:
+                self.spawn(self.negotiate_subscriber())
+
+    async def negotiate_subscriber(self) -> None:
+        """Offer the subscriber transport's current sections (v0); one offer in flight at a time."""
+        if self.closed:
+            return
+        if self.sub_in_flight:
+            self.sub_dirty = True
+            return
+        transport = await self.ensure_subscriber()
+        self.sub_in_flight = True
+        self.sub_dirty = False
+        sections = []
+        for slot in self.slots:
+            sub = slot.sub
+            if sub is None or sub.track.codec is None:
+                default = TrackCodec("audio/opus", 48000, 2, "minptime=10;useinbandfec=1") if slot.kind == "audio" \
+                    else TrackCodec("video/VP8", 90000)
+                sections.append(OutSection(slot.mid, slot.kind, "inactive", [subscriber_codec(default, self.pt_for(default))]))
+                continue
+            codec = sub.track.codec
+            sub.pt = self.pt_for(codec)
+            owner = sub.track.owner
+            stream = pack_stream_id(owner.sid, sub.track.sid)
+            sections.append(OutSection(slot.mid, slot.kind, "sendonly", [subscriber_codec(codec, sub.pt)],
+                                       ssrc=sub.ssrc, msid=f"{stream} {sub.track.sid}", cname=owner.sid))
+        self.sub_offer_id += 1
+        offer = write_description(sections, self.local_params(transport), "actpass")
+        self.send_signal(pr.SignalResponse(offer=pr.SessionDescription(type="offer", sdp=offer, id=self.sub_offer_id)))
+
+    def pt_for(self, codec: TrackCodec) -> int:
+        key = (codec.mime.lower(), codec.fmtp)
+        pt = self.sub_pts.get(key)
+        if pt is None:
+            if codec.mime.lower() == "audio/opus" and 111 not in self.sub_pts.values():
+                pt = 111
+            else:
+                used = set(self.sub_pts.values())
+                pt = next(p for p in list(range(96, 111)) + list(range(112, 128)) if p not in used)
+            self.sub_pts[key] = pt
+        return pt
+
+    async def on_answer(self, answer: pr.SessionDescription) -> None:
+        if self.settings.single_pc or self.subscriber is None:
+            return
+        try:
+            sd = sdplib.parse(answer.sdp)
+        except sdplib.SdpError as e:
+            log.warning("bad_answer", identity=self.identity, error=str(e))
+            self.close(pm.DisconnectReason.STATE_MISMATCH)
+            return
+        self.subscriber.set_remote(sd)
+        for slot in self.slots:
+            if slot.sub is not None:
+                m = sd.by_mid(slot.mid)
+                if m is not None and not m.rejected:
+                    slot.sub.ready = True
+                    slot.sub.attach()
+        self.sub_in_flight = False
+        if self.sub_dirty:
+            await self.negotiate_subscriber()
+
+    def answer_subscribe_slot(self, m: sdplib.Media) -> OutSection:
+        """v1: put a subscription on a recvonly section of the client's offer, if one waits."""
+        slot = next((s for s in self.slots if s.mid == m.mid), None)
+        if slot is None:
+            slot = Slot(m.mid, m.kind)
+            self.slots.append(slot)
+        if slot.sub is not None and slot.sub.track.sid not in self.subscriptions:
+            slot.sub = None
+        if slot.sub is None:
+            waiting = [s for s in self.subscriptions.values() if not s.mid and
+                       ("video" if s.track.is_video else "audio") == m.kind]
+            if waiting:
+                slot.sub = waiting[0]
+                slot.sub.mid = m.mid
+        sub = slot.sub
+        if sub is None or sub.track.codec is None:
+            return OutSection(m.mid, m.kind, "inactive", m.codecs[:1])
+        codec = codec_for_subscriber(m, sub.track.codec)
+        if codec is None:
+            log.warning("no_common_codec", identity=self.identity, track=sub.track.sid, mime=sub.track.codec.mime)
+            slot.sub = None
+            sub.mid = ""
+            return OutSection(m.mid, m.kind, "inactive", m.codecs[:1])
+        sub.pt = codec.pt
+        owner = sub.track.owner
+        stream = pack_stream_id(owner.sid, sub.track.sid)
+        fb = [f for f in codec.rtcp_fb if f in ("nack", "nack pli", "ccm fir")]
+        out_codec = sdplib.Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp, fb)
+        return OutSection(m.mid, m.kind, "sendonly", [out_codec], ssrc=sub.ssrc,
+                          msid=f"{stream} {sub.track.sid}", cname=owner.sid)
+
+    def request_media_sections(self) -> None:
+        """v1: ask the client to offer again, with more recvonly sections if they are short."""
+        if self.closed or not self.settings.single_pc:
+            return
+        waiting = [s for s in self.subscriptions.values() if not s.mid]
+        stale = [s for s in self.slots if s.sub is not None and s.sub.track.sid not in self.subscriptions]
+        if not waiting and not stale:
+            return
+        free = {"audio": 0, "video": 0}
+        for s in self.slots:
+            if s.sub is None or s.sub.track.sid not in self.subscriptions:
+                free[s.kind] += 1
+        need_a = sum(1 for s in waiting if not s.track.is_video) - free["audio"]
+        need_v = sum(1 for s in waiting if s.track.is_video) - free["video"]
+        self.send_signal(pr.SignalResponse(media_sections_requirement=pr.MediaSectionsRequirement(
+            num_audios=max(need_a, 0), num_videos=max(need_v, 0))))
+
+    def on_subscriber_rtcp(self, buf: bytes) -> None:
+        for p in iter_rtcp(buf):
+            if p.pt != RTCP_PSFB:
+                continue
+            if p.count == PSFB_PLI:
+                down = self.downs_by_ssrc.get(feedback_ssrcs(p)[1])
+                if down is not None:
+                    self.tracks_of(down).request_keyframe()
+            elif p.count == PSFB_FIR:
+                for ssrc in fir_ssrcs(p):
+                    down = self.downs_by_ssrc.get(ssrc)
+                    if down is not None:
+                        self.tracks_of(down).request_keyframe()
+
+    def tracks_of(self, down: DownTrack) -> PublishedTrack:
+        sub = next(s for s in self.subscriptions.values() if s.down is down)
+        return sub.track
+
+    # -- data channels -------------------------------------------------------------------------
+
+    def on_datachannel(self, channel: Any) -> None:
+        label = channel.label
+        self.channels[label] = channel
+        kind = pm.DataPacket.Kind.LOSSY if label == "_lossy" else pm.DataPacket.Kind.RELIABLE
+
+        @channel.on("message")
+        def on_message(message: Any) -> None:
+            if isinstance(message, str) or label not in ("_reliable", "_lossy"):
+                return
+            self.on_data_message(kind, message)
+
+    def on_data_message(self, kind: int, data: bytes) -> None:
+        if self.closed or not self.permission.can_publish_data:
+            return
+        packet = pm.DataPacket()
+        try:
+            packet.ParseFromString(data)
+        except Exception:
+            log.debug("bad_data_packet", identity=self.identity)
+            return
+        if kind == pm.DataPacket.Kind.RELIABLE and packet.sequence:
+            if packet.sequence <= self.last_reliable_seq:
+                return
+            self.last_reliable_seq = packet.sequence
+        packet.kind = kind
+        packet.participant_sid = self.sid
+        which = packet.WhichOneof("value")
+        if which == "user":
+            u = packet.user
+            u.participant_sid = "" if self.hidden else self.sid
+            u.participant_identity = "" if self.hidden else self.identity
+            if packet.destination_identities:
+                u.destination_identities[:] = packet.destination_identities
+            else:
+                packet.destination_identities[:] = u.destination_identities
+        elif which == "rpc_ack":
+            fut = self.rpc_acks.get(packet.rpc_ack.request_id)
+            if fut is not None:
+                if not fut.done():
+                    fut.set_result(True)
+                return
+        elif which == "rpc_response":
+            rid = packet.rpc_response.request_id
+            fut = self.rpc_pending.get(rid)
+            if fut is not None:
+                ack = self.rpc_acks.get(rid)
+                if ack is not None and not ack.done():
+                    ack.set_result(True)
+                if not fut.done():
+                    r = packet.rpc_response
+                    if r.WhichOneof("value") == "error":
+                        fut.set_exception(RpcError(r.error.code, r.error.message))
+                    else:
+                        fut.set_result(r.payload)
+                return
+        elif which == "metrics":
+            return
+        packet.participant_identity = "" if self.hidden else self.identity
+        self.service.route_data(self, packet)
+
+
+def candidate_init_json(candidate: str, mid: str) -> str:
+    return json.dumps({"candidate": candidate, "sdpMid": mid, "sdpMLineIndex": 0})

@@ -1,0 +1,245 @@
+#!/usr/bin/env python3
+"""The official Python realtime SDK (`livekit`, PyPI) as a test client of lkserver.
+
+  py_client.py URL TOKEN [--publish-audio HZ] [--publish-video WxH] [--seconds S]
+               [--expect-tracks N] [--single-pc on|off|default] [--send-data TEXT] ...
+
+Prints one JSON object on stdout: what it saw (participants, tracks, audio frequency by FFT,
+video frame sizes, data messages, timings). Exit code 0 unless the SDK raised.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+
+import numpy as np
+from livekit import rtc
+
+SR = 48000
+
+
+def opts(single_pc: str, auto_subscribe: bool) -> rtc.RoomOptions:
+    spc = None if single_pc == "default" else single_pc == "on"
+    return rtc.RoomOptions(auto_subscribe=auto_subscribe, single_peer_connection=spc)
+
+
+async def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("url")
+    ap.add_argument("token")
+    ap.add_argument("--publish-audio", type=float, default=0.0, help="sine frequency in Hz")
+    ap.add_argument("--publish-video", default="", help="WxH of a generated video")
+    ap.add_argument("--simulcast", action="store_true")
+    ap.add_argument("--seconds", type=float, default=6.0)
+    ap.add_argument("--single-pc", default="default")
+    ap.add_argument("--no-auto-subscribe", action="store_true")
+    ap.add_argument("--send-data", default="")
+    ap.add_argument("--data-topic", default="t")
+    ap.add_argument("--rpc-method", default="", help="register this RPC method (echo, upper-cased)")
+    ap.add_argument("--call-rpc", default="", help="identity:method:payload to call")
+    ap.add_argument("--mute-after", type=float, default=0.0)
+    ap.add_argument("--wait-for", default="", help="identity to wait for before publishing")
+    a = ap.parse_args()
+
+    out: dict = {"events": [], "audio": {}, "video": {}, "data": [], "rpc": None, "errors": []}
+    room = rtc.Room()
+    t0 = time.monotonic()
+    audio_buffers: dict[str, list] = {}
+    first_frame: dict[str, float] = {}
+
+    def ev(name: str, **kw) -> None:
+        out["events"].append({"t": round(time.monotonic() - t0, 3), "event": name, **kw})
+
+    async def read_audio(track: rtc.Track, key: str) -> None:
+        stream = rtc.AudioStream(track, sample_rate=SR, num_channels=1)
+        buf = audio_buffers.setdefault(key, [])
+        async for e in stream:
+            if key not in first_frame:
+                first_frame[key] = time.monotonic()
+            buf.append(np.frombuffer(e.frame.data, dtype=np.int16).copy())
+
+    async def read_video(track: rtc.Track, key: str) -> None:
+        stream = rtc.VideoStream(track)
+        info = out["video"].setdefault(key, {"frames": 0, "sizes": {}})
+        async for e in stream:
+            if key not in first_frame:
+                first_frame[key] = time.monotonic()
+            info["frames"] += 1
+            size = f"{e.frame.width}x{e.frame.height}"
+            info["sizes"][size] = info["sizes"].get(size, 0) + 1
+
+    tasks = []
+
+    @room.on("participant_connected")
+    def on_pc(p: rtc.RemoteParticipant) -> None:
+        ev("participant_connected", identity=p.identity)
+
+    @room.on("participant_disconnected")
+    def on_pd(p: rtc.RemoteParticipant) -> None:
+        ev("participant_disconnected", identity=p.identity)
+
+    @room.on("track_subscribed")
+    def on_ts(track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:
+        key = f"{p.identity}/{pub.sid}"
+        ev("track_subscribed", key=key, kind=int(track.kind))
+        if track.kind == rtc.TrackKind.KIND_AUDIO:
+            tasks.append(asyncio.ensure_future(read_audio(track, key)))
+        else:
+            tasks.append(asyncio.ensure_future(read_video(track, key)))
+
+    @room.on("track_muted")
+    def on_tm(pub, p) -> None:
+        ev("track_muted", identity=p.identity, sid=pub.sid)
+
+    @room.on("track_unmuted")
+    def on_tu(pub, p) -> None:
+        ev("track_unmuted", identity=p.identity, sid=pub.sid)
+
+    @room.on("data_received")
+    def on_data(packet: rtc.DataPacket) -> None:
+        out["data"].append({"from": packet.participant.identity if packet.participant else "",
+                            "topic": packet.topic, "data": packet.data.decode(errors="replace")})
+
+    @room.on("active_speakers_changed")
+    def on_speakers(speakers) -> None:
+        ev("active_speakers", identities=[s.identity for s in speakers])
+
+    @room.on("disconnected")
+    def on_disc(reason) -> None:
+        ev("disconnected", reason=str(reason))
+
+    @room.on("participant_metadata_changed")
+    def on_meta(p, old, new) -> None:
+        ev("metadata_changed", identity=p.identity, metadata=new)
+
+    t_connect = time.monotonic()
+    try:
+        await room.connect(a.url, a.token, opts(a.single_pc, not a.no_auto_subscribe))
+    except Exception as e:  # noqa: BLE001
+        out["errors"].append(f"connect: {e}")
+        print(json.dumps(out))
+        return 0
+    out["connect_ms"] = round((time.monotonic() - t_connect) * 1000, 1)
+    out["identity"] = room.local_participant.identity
+    out["sid"] = room.local_participant.sid
+    out["remote_at_join"] = sorted(room.remote_participants)
+
+    if a.rpc_method:
+        @room.local_participant.register_rpc_method(a.rpc_method)
+        async def handler(data: rtc.RpcInvocationData) -> str:
+            ev("rpc_invoked", caller=data.caller_identity, payload=data.payload)
+            return data.payload.upper()
+
+    if a.wait_for:
+        deadline = time.monotonic() + 20
+        while a.wait_for not in room.remote_participants and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    publications = []
+    if a.publish_audio:
+        src = rtc.AudioSource(SR, 1)
+        track = rtc.LocalAudioTrack.create_audio_track("tone", src)
+        po = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
+        t = time.monotonic()
+        pub = await room.local_participant.publish_track(track, po)
+        out["publish_audio_ms"] = round((time.monotonic() - t) * 1000, 1)
+        out["published_at"] = time.time()
+        publications.append(pub)
+        out["audio_sid"] = pub.sid
+
+        async def tone() -> None:
+            n, phase = SR // 100, 0
+            start = time.monotonic()
+            while True:
+                idx = np.arange(n) + phase
+                phase += n
+                data = (np.sin(2 * np.pi * a.publish_audio * idx / SR) * 12000).astype(np.int16)
+                await src.capture_frame(rtc.AudioFrame(data.tobytes(), SR, 1, n))
+                ahead = start + phase / SR - time.monotonic()
+                if ahead > 0.05:
+                    await asyncio.sleep(ahead - 0.04)
+
+        tasks.append(asyncio.ensure_future(tone()))
+
+    if a.publish_video:
+        w, h = (int(x) for x in a.publish_video.split("x"))
+        vsrc = rtc.VideoSource(w, h)
+        vtrack = rtc.LocalVideoTrack.create_video_track("cam", vsrc)
+        vo = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_CAMERA, simulcast=a.simulcast)
+        vpub = await room.local_participant.publish_track(vtrack, vo)
+        publications.append(vpub)
+        out["video_sid"] = vpub.sid
+
+        async def frames() -> None:
+            i = 0
+            rng = np.random.default_rng(1)
+            while True:
+                img = np.zeros((h, w, 4), dtype=np.uint8)
+                img[:, :, 0] = (i * 7) % 255
+                img[: h // 2, : w // 2, 1] = 200
+                img[:, :, 3] = 255
+                if i % 10 == 0:
+                    img[h // 2:, w // 2:, 2] = rng.integers(0, 255, (h - h // 2, w - w // 2), dtype=np.uint8)
+                vsrc.capture_frame(rtc.VideoFrame(w, h, rtc.VideoBufferType.RGBA, img.tobytes()))
+                i += 1
+                await asyncio.sleep(1 / 15)
+
+        tasks.append(asyncio.ensure_future(frames()))
+
+    if a.send_data:
+        async def send_data() -> None:
+            for i in range(10):
+                await room.local_participant.publish_data(f"{a.send_data}-{i}".encode(), reliable=True, topic=a.data_topic)
+                await asyncio.sleep(0.1)
+
+        tasks.append(asyncio.ensure_future(send_data()))
+
+    if a.call_rpc:
+        dest, method, payload = a.call_rpc.split(":", 2)
+
+        async def call() -> None:
+            deadline = time.monotonic() + 20
+            while dest not in room.remote_participants and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)
+            try:
+                out["rpc"] = await room.local_participant.perform_rpc(destination_identity=dest, method=method, payload=payload)
+            except Exception as e:  # noqa: BLE001
+                out["rpc"] = f"error: {e}"
+
+        tasks.append(asyncio.ensure_future(call()))
+
+    if a.mute_after and publications:
+        async def mute() -> None:
+            await asyncio.sleep(a.mute_after)
+            publications[0].track.mute()
+            ev("muted_self")
+
+        tasks.append(asyncio.ensure_future(mute()))
+
+    await asyncio.sleep(a.seconds)
+    out["remote_final"] = sorted(room.remote_participants)
+    out["connection_state"] = int(room.connection_state)
+    for key, chunks in audio_buffers.items():
+        if not chunks:
+            continue
+        pcm = np.concatenate(chunks).astype(np.float64)
+        tail = pcm[len(pcm) // 4:] if len(pcm) > SR else pcm
+        spec = np.abs(np.fft.rfft(tail * np.hanning(len(tail))))
+        freq = float(np.fft.rfftfreq(len(tail), 1 / SR)[int(np.argmax(spec))])
+        out["audio"][key] = {"samples": int(len(pcm)), "peak_hz": round(freq, 1),
+                             "rms": round(float(np.sqrt(np.mean(tail ** 2))), 1)}
+    out["first_frame_s"] = {k: round(v - t0, 3) for k, v in first_frame.items()}
+    for t in tasks:
+        t.cancel()
+    await room.disconnect()
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
