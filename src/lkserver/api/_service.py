@@ -20,9 +20,9 @@ CALL_TOKEN_TTL = datetime.timedelta(minutes=10)
 
 
 class Service:
-    def __init__(self, session: aiohttp.ClientSession, host: str, api_key: str, api_secret: str,
+    def __init__(self, session: aiohttp.ClientSession, url: str, api_key: str, api_secret: str,
                  failover: bool = True) -> None:
-        self._client = TwirpClient(session, host, "livekit", failover=failover)
+        self._client = TwirpClient(session, url, "livekit", failover=failover)
         self.api_key = api_key
         self.api_secret = api_secret
         # a pre-signed token (LiveKitAPI(token=...)) is sent as is instead of minting per call;
