@@ -186,7 +186,7 @@ class RoomManager:
     async def update_room_metadata(self, name: str, metadata: str) -> RoomInfo:
         room = self.require_room(name)
         room.info.metadata = metadata
-        await self.store.store_room(room.info)
+        await self._persist_room_state(room)
         for listener in self._room_update_listeners:
             listener(room)
         return room.to_proto()

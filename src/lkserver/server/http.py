@@ -50,11 +50,12 @@ class AuthFailed(Exception):
 
 def token_from(request: web.Request) -> str | None:
     """The bearer token of a request; raises AuthFailed for a malformed Authorization header."""
+    # as Go's Header.Get: an empty header is no header; "Bearer " alone is no token (no grants)
     header = request.headers.get("Authorization")
-    if header is not None:
+    if header:
         if not header.startswith(BEARER):
             raise AuthFailed("invalid authorization header. Must start with " + BEARER)
-        return header[len(BEARER):]
+        return header[len(BEARER):] or None
     token = request.query.get("access_token")
     return token or None
 
@@ -97,6 +98,12 @@ class HttpApp:
             path = path[1:]
         if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
             return web.Response(status=204, headers=PREFLIGHT_HEADERS)
+        # LiveKit's body limiter runs before auth and routing: a declared oversize body is 413
+        if request.content_length is not None and request.content_length > self.max_body:
+            resp413 = plain(413, "request body too large")
+            if "Origin" in request.headers:
+                resp413.headers.update(CORS_HEADERS)
+            return resp413
         handler = self.exact.get(path)
         if handler is None:
             for prefix, h in self.prefixes:
@@ -139,7 +146,7 @@ class HttpApp:
         try:
             route = self.twirp.resolve(request.method, path)
             service, method = route.service, route.method
-            encoding = encoding_for(request.headers.get("Content-Type"))
+            encoding = encoding_for(request.headers.get("Content-Type"), f"{request.method} {path}")
             try:
                 body = await self.read_body(request)
             except web.HTTPRequestEntityTooLarge:

@@ -14,7 +14,7 @@ import json
 from enum import Enum
 from typing import TypeVar
 
-from google.protobuf.json_format import MessageToDict, Parse
+from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import Message
 
 from .errors import BAD_ROUTE, MALFORMED, TwirpError
@@ -30,14 +30,23 @@ class Encoding(Enum):
     PROTOBUF = PROTOBUF_CONTENT_TYPE
 
 
-def encoding_for(content_type: str | None) -> Encoding:
-    """The encoding named by a Content-Type header; parameters and case are ignored."""
+def go_quote(s: str) -> str:
+    """A string as Go's %q writes it (Twirp quotes paths, methods and content types this way)."""
+    return json.dumps(s, ensure_ascii=False)
+
+
+def encoding_for(content_type: str | None, invalid_route: str = "") -> Encoding:
+    """The encoding named by a Content-Type header; parameters and case are ignored.
+
+    Anything else is Twirp's `bad_route`; `invalid_route` ("POST /twirp/...") becomes its
+    `twirp_invalid_route` meta, as twirp's generated servers report it."""
     base = (content_type or "").split(";", 1)[0].strip().lower()
     if base == JSON_CONTENT_TYPE:
         return Encoding.JSON
     if base == PROTOBUF_CONTENT_TYPE:
         return Encoding.PROTOBUF
-    raise TwirpError(BAD_ROUTE, f'unexpected Content-Type: "{content_type or ""}"')
+    meta = {"twirp_invalid_route": invalid_route} if invalid_route else None
+    raise TwirpError(BAD_ROUTE, f"unexpected Content-Type: {go_quote(content_type or '')}", meta)
 
 
 def decode_request(body: bytes, cls: type[M], encoding: Encoding) -> M:
@@ -49,7 +58,12 @@ def decode_request(body: bytes, cls: type[M], encoding: Encoding) -> M:
             raise TwirpError(MALFORMED, "the request could not be decoded") from None
         return msg
     try:
-        Parse(body.decode("utf-8"), msg, ignore_unknown_fields=True)
+        value = json.loads(body)
+        # protojson accepts only an object for a message: `[]`, `"x"` and `null` are malformed
+        # (json_format.Parse would read `[]` or `"x"` as an empty message)
+        if not isinstance(value, dict):
+            raise ValueError("not a JSON object")
+        ParseDict(value, msg, ignore_unknown_fields=True)
     except Exception:  # ParseError, UnicodeDecodeError, RecursionError, ...
         raise TwirpError(MALFORMED, "the json request could not be decoded") from None
     return msg

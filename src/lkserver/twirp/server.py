@@ -15,6 +15,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 
+from .codec import go_quote
 from .errors import BAD_ROUTE, TwirpError
 
 PREFIX = "/twirp"
@@ -72,14 +73,16 @@ class TwirpRouter:
         return len(parts) >= 3 and parts[1] == PREFIX[1:] and parts[2] in self._services
 
     def resolve(self, http_method: str, path: str) -> Route:
+        # twirp's generated ServeHTTP checks the HTTP method first, then the path
+        if http_method != "POST":
+            raise _bad_route(f"unsupported method {go_quote(http_method)} (only POST is allowed)",
+                             http_method, path)
         parts = path.split("/")
         # ["", "twirp", "livekit.RoomService", "CreateRoom"]
-        if len(parts) != 4 or parts[1] != PREFIX[1:]:
-            raise _bad_route(f'no handler for path "{path}"', http_method, path)
-        if http_method != "POST":
-            raise _bad_route(f'unsupported method "{http_method}" (only POST is allowed)', http_method, path)
-        routes = self._services.get(parts[2])
-        route = routes.get(parts[3]) if routes is not None else None
+        route = None
+        if len(parts) == 4 and parts[1] == PREFIX[1:]:
+            routes = self._services.get(parts[2])
+            route = routes.get(parts[3]) if routes is not None else None
         if route is None:
-            raise _bad_route(f'no handler for path "{path}"', http_method, path)
+            raise _bad_route(f"no handler for path {go_quote(path)}", http_method, path)
         return route
