@@ -201,11 +201,15 @@ class TwirpClient:
         headers["User-Agent"] = USER_AGENT
         headers["Content-Type"] = "application/protobuf"
         headers[REQUEST_ID_HEADER] = str(uuid.uuid4())
-        # no timeout given: the session's (LiveKitAPI's `timeout`) applies
-        kwargs = {"timeout": timeout} if timeout is not None else {}
-        async with self._session.post(url, headers=headers, data=data.SerializeToString(),
-                                      **kwargs) as resp:
-            body = await resp.read()
+        body = data.SerializeToString()
+        # no timeout given: the session's (LiveKitAPI's `timeout`) applies; passing None to
+        # aiohttp would mean no timeout at all
+        if timeout is None:
+            request = self._session.post(url, headers=headers, data=body)
+        else:
+            request = self._session.post(url, headers=headers, data=body, timeout=timeout)
+        async with request as resp:
+            answer = await resp.read()
             if resp.status == 200:
-                return response_class.FromString(body)
-            raise error_from_response(resp.status, body)
+                return response_class.FromString(answer)
+            raise error_from_response(resp.status, answer)

@@ -37,7 +37,8 @@ DEFAULT_TTL = datetime.timedelta(hours=6)
 DEFAULT_LEEWAY = datetime.timedelta(minutes=1)
 _MICROSECOND = datetime.timedelta(microseconds=1)
 
-ParticipantKind = Literal["standard", "egress", "ingress", "sip", "agent"]
+_Kind = Literal["standard", "egress", "ingress", "sip", "agent"]
+ParticipantKind = _Kind
 
 # the wall clock tokens are minted against (tests pin it to compare with the official SDK)
 _clock_ns = time.time_ns
@@ -54,6 +55,15 @@ class AccessToken:
     ...          .with_identity("alice")
     ...          .with_grants(VideoGrants(room_join=True, room="my-room"))
     ...          .to_jwt())
+
+    The key and secret default to LIVEKIT_API_KEY / LIVEKIT_API_SECRET (ValueError when neither
+    is there). Every `with_*` sets one claim and returns the token, so calls chain:
+    `with_identity` (`sub`), `with_name`, `with_kind` ("standard", "egress", "ingress", "sip",
+    "agent"), `with_metadata`, `with_attributes`, `with_grants` (VideoGrants),
+    `with_sip_grants`, `with_room_preset`, `with_room_config` (a RoomConfiguration: the room
+    created on join), `with_sha256` (a body's base64 SHA-256, for webhooks), `with_ttl`
+    (default 6 h), and the agent/inference/observability grants. For the same inputs and
+    instant, `to_jwt()` returns exactly the official SDK's string.
     """
 
     ParticipantKind = ParticipantKind
@@ -105,7 +115,7 @@ class AccessToken:
         self.identity = identity
         return self
 
-    def with_kind(self, kind: ParticipantKind) -> AccessToken:
+    def with_kind(self, kind: _Kind) -> AccessToken:
         self.claims.kind = kind
         return self
 
@@ -216,7 +226,7 @@ def verify_with_keys(
         raise AuthError("invalid authorization token") from None
     api_key = payload.get("iss")
     secret = keys.get(api_key) if isinstance(api_key, str) else None
-    if secret is None:
+    if secret is None or not isinstance(api_key, str):
         raise AuthError("invalid API key")
     try:
         parsed.verify_signature(hs256.hmac_key(secret))
