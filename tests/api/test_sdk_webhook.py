@@ -4,7 +4,7 @@ A webhook is a protojson WebhookEvent body plus an `Authorization` JWT whose `sh
 the base64 SHA-256 of the body (reference server-api.md §5.2). Bodies signed by any of ours,
 `livekit-api` and `livekit-server-sdk` are accepted by every receiver; an altered body or a
 token that signs nothing is refused by all of them.
-(When lkserver's own webhook sender lands, its requests join the signers here.)
+"server" is `lkserver.auth.webhook_token`, the header lkserver's webhook sender is to use.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from livekit.protocol.models import ParticipantInfo, Room
 from livekit.protocol.webhook import WebhookEvent
 
 from lkserver import api
+from lkserver.auth import hs256, webhook_token
 
 KEY, SECRET = "APIwebhook", "webhook-secret-of-at-least-32-chars!"
 
@@ -55,6 +56,10 @@ def sign_ours(body: str) -> str:
 def sign_official(body: str) -> str:
     return (official.AccessToken(KEY, SECRET).with_sha256(sha256_b64(body))
             .with_ttl(datetime.timedelta(minutes=5)).to_jwt())
+
+
+def sign_server(body: str) -> str:
+    return webhook_token(body.encode(), KEY, SECRET)
 
 
 def sign_node(body: str) -> str:
@@ -90,10 +95,11 @@ def receive_node(body: str, auth: str) -> dict:
     return out["event"]
 
 
-SIGNERS: dict[str, Callable[[str], str]] = {"ours": sign_ours, "official": sign_official, "node": sign_node}
+SIGNERS: dict[str, Callable[[str], str]] = {
+    "ours": sign_ours, "server": sign_server, "official": sign_official, "node": sign_node}
 RECEIVERS: dict[str, Callable[[str, str], dict]] = {
     "ours": receive_ours, "official": receive_official, "node": receive_node}
-PAIRS = [(s, r) for s in SIGNERS for r in RECEIVERS if "ours" in (s, r)]
+PAIRS = [(s, r) for s in SIGNERS for r in RECEIVERS if "ours" in (s, r) or s == "server"]
 
 
 @pytest.mark.parametrize(("signer", "receiver"), PAIRS, ids=[f"{s}->{r}" for s, r in PAIRS])
@@ -221,3 +227,15 @@ async def test_aiohttp_handler_from_the_readme() -> None:
     finally:
         await runner.cleanup()
     assert [e.participant.identity for e in received] == ["alice"]
+
+
+def test_server_webhook_token_claims() -> None:
+    """LiveKit's webhook token: iss, nbf = iat, exp 5 min later, sha256; no sub, no grants."""
+    body = event_body().encode()
+    payload = hs256.decode_unverified(webhook_token(body, KEY, SECRET))
+    assert list(payload) == ["exp", "iat", "iss", "nbf", "sha256"]
+    assert payload["iss"] == KEY and payload["nbf"] == payload["iat"]
+    assert payload["exp"] - payload["nbf"] == 300
+    assert payload["sha256"] == sha256_b64(body)
+    claims = api.TokenVerifier(KEY, SECRET).verify(webhook_token(body, KEY, SECRET))
+    assert claims.identity == "" and claims.sha256 == sha256_b64(body)

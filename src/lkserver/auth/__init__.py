@@ -1,4 +1,5 @@
-"""Grants, claims and tokens: shared by the server (verification) and the client SDK (minting)."""
+"""Grants, claims and tokens: shared by the server (verification, webhook signing) and the client
+SDK (minting, verification)."""
 
 from .grants import (
     AgentEndpointGrants,
@@ -20,6 +21,7 @@ from .tokens import (
     AuthError,
     TokenVerifier,
     verify_with_keys,
+    webhook_token,
 )
 
 __all__ = [
@@ -40,4 +42,5 @@ __all__ = [
     "parse_claims",
     "snake_to_lower_camel",
     "verify_with_keys",
+    "webhook_token",
 ]

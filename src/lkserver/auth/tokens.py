@@ -11,7 +11,9 @@ server path (`verify_with_keys`) reproduces the error messages of LiveKit's auth
 
 from __future__ import annotations
 
+import base64
 import datetime
+import hashlib
 import os
 import time
 from collections.abc import Mapping
@@ -235,3 +237,24 @@ def verify_with_keys(
     except (jwt.PyJWTError, TypeError, ValueError) as e:
         raise AuthError(f"invalid authorization token: {e}") from None
     return claims, payload, api_key
+
+
+WEBHOOK_TOKEN_TTL = datetime.timedelta(minutes=5)
+
+
+def webhook_token(body: bytes, api_key: str, api_secret: str,
+                  ttl: datetime.timedelta = WEBHOOK_TOKEN_TTL) -> str:
+    """The `Authorization` value a LiveKit server sends with a webhook `body` (the raw JWT, no
+    `Bearer `): `iss`, `nbf` = `iat` = now, `exp` = now + 5 min, `sha256` = base64 SHA-256 of
+    the exact body bytes, no `sub` and no grants; keys sorted as Go's encoder writes them
+    (reference server-api.md §5.2). WebhookReceiver of either official SDK accepts it.
+    """
+    now = _clock_ns() // 1_000_000_000
+    payload = {
+        "exp": now + int(ttl.total_seconds()),
+        "iat": now,
+        "iss": api_key,
+        "nbf": now,
+        "sha256": base64.b64encode(hashlib.sha256(body).digest()).decode("ascii"),
+    }
+    return hs256.sign(payload, hs256.hmac_key(api_secret))
