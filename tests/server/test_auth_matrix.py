@@ -11,13 +11,13 @@ from __future__ import annotations
 import base64
 import json
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import aiohttp
 import pytest
-from livekit.protocol import room as proto
-
 from conftest import API_KEY, API_SECRET
+from livekit.protocol import room as proto
 from twirp_raw import JSON, OUTPUT, PROTOBUF, RPC_NAMES, bearer, make_token, post, rpc
 
 ROOM = "am-room"

@@ -12,12 +12,11 @@ from typing import Any
 
 import aiohttp
 import jwt
+from conftest import API_KEY, API_SECRET
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from livekit.protocol import room as proto_room
-
-from conftest import API_KEY, API_SECRET
 
 ROOM_SERVICE = proto_room.DESCRIPTOR.services_by_name["RoomService"]
 RPC_NAMES = [m.name for m in ROOM_SERVICE.methods]
@@ -88,7 +87,10 @@ class Reply:
 
 async def post(session: aiohttp.ClientSession, url: str, path: str, body: bytes | Any = b"",
                headers: dict[str, str] | None = None, method: str = "POST") -> Reply:
-    async with session.request(method, url + path, data=body, headers=headers or {}) as resp:
+    headers = headers or {}
+    # aiohttp adds `Content-Type: application/octet-stream` by itself unless told not to
+    skip = () if "Content-Type" in headers else ("Content-Type",)
+    async with session.request(method, url + path, data=body, headers=headers, skip_auto_headers=skip) as resp:
         return Reply(resp.status, resp.headers, await resp.read())
 
 

@@ -10,10 +10,12 @@ Reproduces what LiveKit's Twirp handlers accept and answer (reference server-api
 
 from __future__ import annotations
 
+import functools
 import json
 from enum import Enum
 from typing import TypeVar
 
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.json_format import MessageToDict, ParseDict
 from google.protobuf.message import Message
 
@@ -61,12 +63,55 @@ def decode_request(body: bytes, cls: type[M], encoding: Encoding) -> M:
         value = json.loads(body)
         # protojson accepts only an object for a message: `[]`, `"x"` and `null` are malformed
         # (json_format.Parse would read `[]` or `"x"` as an empty message)
-        if not isinstance(value, dict):
-            raise ValueError("not a JSON object")
+        _require_objects(value, msg.DESCRIPTOR)
         ParseDict(value, msg, ignore_unknown_fields=True)
     except Exception:  # ParseError, UnicodeDecodeError, RecursionError, ...
         raise TwirpError(MALFORMED, "the json request could not be decoded") from None
     return msg
+
+
+def _require_objects(value: object, desc: Descriptor) -> None:
+    """Raise ValueError unless every message in `value` is a JSON object (or null inside).
+
+    protojson refuses `[]` or `"x"` where a message belongs; json_format would read them as an
+    empty message (a list or a string iterates as a sequence of unknown keys).
+    """
+    if not isinstance(value, dict):
+        raise ValueError("a message must be a JSON object")
+    fields = _message_fields(desc)
+    for key, item in value.items():
+        field = fields.get(key)
+        if field is None or item is None:
+            continue
+        sub = field.message_type
+        if sub.GetOptions().map_entry:
+            sub = sub.fields_by_name["value"].message_type
+            items = item.values() if isinstance(item, dict) else ()
+        elif _repeated(field):
+            items = item if isinstance(item, list) else ()
+        else:
+            items = (item,)
+        if sub is None or sub.full_name.startswith("google.protobuf."):
+            continue  # scalars, and well-known types with their own JSON forms
+        for element in items:
+            if element is not None or not _repeated(field):
+                _require_objects(element, sub)
+
+
+def _repeated(field: FieldDescriptor) -> bool:
+    # protobuf >= 6 has `is_repeated` (and 7 dropped `label`); older releases only `label`
+    flag = getattr(field, "is_repeated", None)
+    return bool(flag) if flag is not None else field.label == FieldDescriptor.LABEL_REPEATED
+
+
+@functools.cache
+def _message_fields(desc: Descriptor) -> dict[str, FieldDescriptor]:
+    """A message's fields that hold messages, by proto name and by JSON (lowerCamel) name."""
+    out: dict[str, FieldDescriptor] = {}
+    for f in desc.fields:
+        if f.message_type is not None:
+            out[f.name] = out[f.json_name] = f
+    return out
 
 
 def message_to_json_dict(msg: Message) -> dict:
