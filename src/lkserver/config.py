@@ -102,7 +102,7 @@ class RTCSettings:
     udp_port: Any = 0  # single port, or "start-end"
     port_range_start: int = 50000
     port_range_end: int = 60000
-    tcp_port: int = 7881
+    tcp_port: int = 7881  # ICE/TCP; 0 picks a free port, negative disables it
     node_ip: str = ""
     use_external_ip: bool = False
 
@@ -205,6 +205,7 @@ def load_config(
     log_level: str | None = None,
     udp_port: str | None = None,
     node_ip: str | None = None,
+    tcp_port: int | None = None,
 ) -> Config:
     """Build the Config: file (or LIVEKIT_CONFIG), then environment, then flags."""
     env = os.environ if env is None else env
@@ -273,6 +274,8 @@ def load_config(
         cfg.rtc.udp_port = udp_port
     if node_ip is not None:
         cfg.rtc.node_ip = node_ip
+    if tcp_port is not None:
+        cfg.rtc.tcp_port = tcp_port
     if cfg.prometheus_port and not cfg.prometheus.port:
         cfg.prometheus.port = cfg.prometheus_port
     validate(cfg)
@@ -293,6 +296,15 @@ def validate(cfg: Config) -> None:
             raise ConfigError("webhook.urls must be a list of URLs")
         if not cfg.webhook.api_key or cfg.webhook.api_key not in cfg.keys:
             raise ConfigError("api_key is required to use webhooks: set webhook.api_key to one of `keys`")
+    unknown = set(cfg.webhook.filter_params) - {"include_events", "exclude_events"}
+    if unknown:
+        raise ConfigError(f"webhook.filter_params: unknown keys {', '.join(sorted(unknown))}")
+    for name, names in cfg.webhook.filter_params.items():
+        if names is not None and not (isinstance(names, list)
+                                      and all(isinstance(n, str) for n in names)):
+            raise ConfigError(f"webhook.filter_params.{name} must be a list of event names")
+    if cfg.webhook.retry_for <= 0 or cfg.webhook.request_timeout <= 0:
+        raise ConfigError("webhook.retry_for and webhook.request_timeout must be positive (seconds)")
     if bool(cfg.prometheus.username) != bool(cfg.prometheus.password):
         raise ConfigError("prometheus.username and prometheus.password must be set together")
     if not (0 <= cfg.port <= 65535):

@@ -31,6 +31,7 @@ participants_app = typer.Typer(help="Manage the participants of a room.", no_arg
 app.add_typer(token_app, name="token")
 app.add_typer(room_app, name="room")
 room_app.add_typer(participants_app, name="participants")
+app.add_typer(__import__("lkserver.cli.webhook", fromlist=["webhook_app"]).webhook_app, name="webhook")
 
 out = Console()
 err = Console(stderr=True)
@@ -105,6 +106,7 @@ def serve(
     log_level: Optional[str] = typer.Option(None, "--log-level", help="debug, info, warn or error."),
     udp_port: Optional[str] = typer.Option(None, "--udp-port", help="UDP port (or range a-b) for media."),
     node_ip: Optional[str] = typer.Option(None, "--node-ip", help="IP address advertised to clients."),
+    tcp_port: Optional[int] = typer.Option(None, "--tcp-port", help="ICE/TCP port (0 picks a free one)."),
 ) -> None:
     """Start the server."""
     from ..config import ConfigError, load_config
@@ -112,7 +114,8 @@ def serve(
 
     try:
         cfg = load_config(config_file=config, dev=dev, port=port, bind=bind, data_dir=data_dir,
-                          log_level=log_level, udp_port=udp_port, node_ip=node_ip)
+                          log_level=log_level, udp_port=udp_port, node_ip=node_ip,
+                          tcp_port=tcp_port)
     except ConfigError as e:
         fail(f"lkserver: {e}")
     setup_logging(cfg.logging.level)

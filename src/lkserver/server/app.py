@@ -19,6 +19,7 @@ from ..rooms import RoomManager
 from ..services.room import RoomService
 from ..store import Store, open_store
 from ..twirp import TwirpRouter
+from ..webhooks import WebhookDelivery, WebhookMetrics
 from .http import HttpApp
 from .metrics import Metrics
 
@@ -34,6 +35,10 @@ class Server:
                                          use_tls=config.redis.use_tls)
         self.events = EventBus()
         self.metrics = Metrics()
+        # first subscriber: an event is in the webhook outbox before anything else reacts to it
+        self.webhooks = WebhookDelivery(config.webhook, config.keys, self.store.outbox,
+                                        metrics=WebhookMetrics(self.metrics.registry))
+        self.events.subscribe(self.webhooks.handle)
         self.rooms = RoomManager(config.room, self.store, self.events)
         self.room_service = RoomService(self.rooms, config.limit, config.room)
         self.twirp = TwirpRouter()
@@ -58,6 +63,7 @@ class Server:
                 log.error("weak_api_secret", api_key=key, hint="secrets should be at least 32 characters")
         if self.config.ignored_keys:
             log.warning("config_keys_ignored", keys=",".join(self.config.ignored_keys))
+        await self.webhooks.start()
         await self.rooms.start()
         await self.rtc.start()
         self.port = await self._listen(self.http.app, self.config.bind_hosts, self.config.port)
@@ -95,6 +101,7 @@ class Server:
         self._runners.clear()
         await self.rtc.stop()
         await self.rooms.stop()
+        await self.webhooks.stop()
         await self.store.close()
         self._stopped.set()
         log.info("server_stopped")

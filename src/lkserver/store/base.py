@@ -13,6 +13,8 @@ from typing import Iterable, Protocol
 from livekit.protocol.models import Room
 from livekit.protocol.room import RoomConfiguration
 
+from .outbox import Outbox
+
 NS_ROOMS = "rooms"
 NS_ROOM_INTERNAL = "room_internal"
 NS_ROOM_DEPARTED = "room_departed"
@@ -40,6 +42,14 @@ class Store:
 
     def __init__(self, kv: KV) -> None:
         self.kv = kv
+        self._outbox: Outbox | None = None
+
+    @property
+    def outbox(self) -> Outbox:
+        """The webhook outbox, in the same backend as everything else (created on first use)."""
+        if self._outbox is None:
+            self._outbox = self.kv.outbox()  # type: ignore[attr-defined]
+        return self._outbox
 
     async def store_room(self, room: Room, internal: RoomConfiguration | None = None,
                          departed_at: float | None = None) -> None:
@@ -81,4 +91,6 @@ class Store:
             await self.kv.delete(ns, name)
 
     async def close(self) -> None:
+        if self._outbox is not None:
+            await self._outbox.close()
         await self.kv.close()

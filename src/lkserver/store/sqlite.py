@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import os
 import sqlite3
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
+
+if TYPE_CHECKING:
+    from .outbox import SQLiteOutbox
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (
@@ -50,6 +53,12 @@ class SQLiteKV:
 
     async def items(self, ns: str) -> list[tuple[str, bytes]]:
         return list(self.db.execute("SELECT key, value FROM kv WHERE ns = ? ORDER BY key", (ns,)))
+
+    def outbox(self) -> SQLiteOutbox:
+        """The webhook outbox in the same file and connection (store/outbox.py)."""
+        from .outbox import SQLiteOutbox
+
+        return SQLiteOutbox(self.db)
 
     async def close(self) -> None:
         self.db.close()
