@@ -58,11 +58,12 @@ class ServerProcess:
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
         else:
-            cmd += ["--dev"]
+            # media ports: a free TCP port and per-transport UDP ports, so servers never collide
+            cmd += ["--dev", "--udp-port", "0", "--tcp-port", "0"]
         if "--port" not in self.args:
             cmd += ["--port", "0"]
         if "--log-level" not in self.args:
-            cmd += ["--log-level", "info"]
+            cmd += ["--log-level", os.environ.get("LKSERVER_TEST_LOG_LEVEL", "info")]
         return cmd + self.args
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
@@ -78,8 +79,12 @@ class ServerProcess:
 
     def _pump(self, proc: subprocess.Popen) -> None:
         assert proc.stderr is not None
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = open(self.data_dir / "server.log", "a")  # kept for post-mortems of failed tests
         for line in proc.stderr:
             self.lines.append(line)
+            log.write(line)
+            log.flush()
             m = LISTEN_RE.search(line)
             if m:
                 self.port = int(m.group(2))

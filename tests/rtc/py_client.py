@@ -43,6 +43,9 @@ async def main() -> int:
     ap.add_argument("--call-rpc", default="", help="identity:method:payload to call")
     ap.add_argument("--mute-after", type=float, default=0.0)
     ap.add_argument("--wait-for", default="", help="identity to wait for before publishing")
+    ap.add_argument("--simulate", default="", help="signal-reconnect | full-reconnect | force-tcp")
+    ap.add_argument("--simulate-after", type=float, default=2.0)
+    ap.add_argument("--set-metadata", default="", help="update own metadata after connecting")
     a = ap.parse_args()
 
     out: dict = {"events": [], "audio": {}, "video": {}, "data": [], "rpc": None, "errors": []}
@@ -92,11 +95,11 @@ async def main() -> int:
             tasks.append(asyncio.ensure_future(read_video(track, key)))
 
     @room.on("track_muted")
-    def on_tm(pub, p) -> None:
+    def on_tm(p, pub) -> None:
         ev("track_muted", identity=p.identity, sid=pub.sid)
 
     @room.on("track_unmuted")
-    def on_tu(pub, p) -> None:
+    def on_tu(p, pub) -> None:
         ev("track_unmuted", identity=p.identity, sid=pub.sid)
 
     @room.on("data_received")
@@ -145,11 +148,16 @@ async def main() -> int:
         track = rtc.LocalAudioTrack.create_audio_track("tone", src)
         po = rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)
         t = time.monotonic()
-        pub = await room.local_participant.publish_track(track, po)
+        try:
+            pub = await room.local_participant.publish_track(track, po)
+        except Exception as e:  # noqa: BLE001
+            out["errors"].append(f"publish audio: {e}")
+            pub = None
         out["publish_audio_ms"] = round((time.monotonic() - t) * 1000, 1)
         out["published_at"] = time.time()
-        publications.append(pub)
-        out["audio_sid"] = pub.sid
+        if pub is not None:
+            publications.append(pub)
+            out["audio_sid"] = pub.sid
 
         async def tone() -> None:
             n, phase = SR // 100, 0
@@ -221,7 +229,40 @@ async def main() -> int:
 
         tasks.append(asyncio.ensure_future(mute()))
 
+    if a.simulate:
+        kinds = {"signal-reconnect": rtc.SimulateScenarioKind.SIMULATE_SIGNAL_RECONNECT,
+                 "full-reconnect": rtc.SimulateScenarioKind.SIMULATE_FULL_RECONNECT,
+                 "force-tcp": rtc.SimulateScenarioKind.SIMULATE_FORCE_TCP}
+
+        async def simulate() -> None:
+            await asyncio.sleep(a.simulate_after)
+            sid_before = room.local_participant.sid
+            try:
+                await room.simulate_scenario(kinds[a.simulate])
+                ev("simulated", scenario=a.simulate)
+            except Exception as e:  # noqa: BLE001
+                out["errors"].append(f"simulate: {e}")
+            out["sid_before_simulate"] = sid_before
+
+        tasks.append(asyncio.ensure_future(simulate()))
+
+    @room.on("reconnecting")
+    def on_reconnecting() -> None:
+        ev("reconnecting")
+
+    @room.on("reconnected")
+    def on_reconnected() -> None:
+        ev("reconnected")
+
+    if a.set_metadata:
+        try:
+            await room.local_participant.set_metadata(a.set_metadata)
+            ev("metadata_set")
+        except Exception as e:  # noqa: BLE001
+            out["errors"].append(f"set_metadata: {e}")
+
     await asyncio.sleep(a.seconds)
+    out["sid_final"] = room.local_participant.sid
     out["remote_final"] = sorted(room.remote_participants)
     out["connection_state"] = int(room.connection_state)
     for key, chunks in audio_buffers.items():

@@ -170,15 +170,22 @@ def write_description(sections: list[OutSection], local: LocalParams, setup: str
     return "\r\n".join(lines) + "\r\n"
 
 
+def accepted_extmaps(m: Media) -> list[tuple[int, str]]:
+    """The client's header extensions we accept, echoed in every audio/video section we answer.
+
+    libwebrtc negotiates extensions per BUNDLE transport: one left out of an early answer (say,
+    for a recvonly section) disappears from every later offer of that connection."""
+    wanted = (EXT_MID, EXT_AUDIO_LEVEL) if m.kind == "audio" else (EXT_MID,)
+    return [(e.id, e.uri) for e in m.extmaps if e.uri in wanted]
+
+
 def answer_publish_section(m: Media, codec: Codec) -> OutSection:
     """Our answer to a section the client sends media on."""
     fb = PUBLISH_AUDIO_FB if m.kind == "audio" else PUBLISH_VIDEO_FB
     answer_codec = Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp,
                          [f for f in fb if f in codec.rtcp_fb])
-    wanted = (EXT_MID, EXT_AUDIO_LEVEL) if m.kind == "audio" else (EXT_MID,)
-    extmaps = [(e.id, e.uri) for e in m.extmaps if e.uri in wanted]
     direction = "recvonly" if m.direction in ("sendonly", "sendrecv") else "inactive"
-    return OutSection(m.mid, m.kind, direction, [answer_codec], extmaps)
+    return OutSection(m.mid, m.kind, direction, [answer_codec], accepted_extmaps(m))
 
 
 def answer_application_section(m: Media) -> OutSection:

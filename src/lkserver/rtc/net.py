@@ -192,8 +192,11 @@ class MediaNetwork:
         if self.udp_ports is not None:
             start, end = self.udp_ports
             for port in range(start, end + 1):
-                _, mux = await loop.create_datagram_endpoint(
-                    lambda: UdpMux(self), sock=_udp_socket(self.bind_host, port))
+                try:
+                    sock = _udp_socket(self.bind_host, port)
+                except OSError as e:
+                    raise OSError(e.errno, f"cannot listen on UDP {self.bind_host}:{port}: {e.strerror}") from None
+                _, mux = await loop.create_datagram_endpoint(lambda: UdpMux(self), sock=sock)
                 self.shared_muxes.append(mux)
         if self.tcp_port_config >= 0:
             def factory() -> TcpConnection:
@@ -201,8 +204,12 @@ class MediaNetwork:
                 self.tcp_connections.add(conn)
                 return conn
 
-            self.tcp_server = await loop.create_server(factory, self.bind_host, self.tcp_port_config,
-                                                       reuse_address=True)
+            try:
+                self.tcp_server = await loop.create_server(factory, self.bind_host, self.tcp_port_config,
+                                                           reuse_address=True)
+            except OSError as e:
+                raise OSError(e.errno, f"cannot listen on TCP {self.bind_host}:{self.tcp_port_config}: "
+                                       f"{e.strerror}") from None
             self.tcp_port = self.tcp_server.sockets[0].getsockname()[1]
         log.info("media_network_started", udp=",".join(str(m.port) for m in self.shared_muxes) or
                  f"{self.port_range[0]}-{self.port_range[1]}", tcp=self.tcp_port or "off",
@@ -255,7 +262,7 @@ class MediaNetwork:
         for i in range(span):
             port = start + (self._next + i) % span
             try:
-                sock = _udp_socket(self.bind_host, port, reuse=False)
+                sock = _udp_socket(self.bind_host, port)
             except OSError:
                 continue
             self._next = (self._next + i + 1) % span
@@ -273,10 +280,8 @@ class MediaNetwork:
         return out
 
 
-def _udp_socket(host: str, port: int, reuse: bool = True) -> socket.socket:
+def _udp_socket(host: str, port: int) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    if reuse:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
         try:
             sock.setsockopt(socket.SOL_SOCKET, opt, 4 * 1024 * 1024)

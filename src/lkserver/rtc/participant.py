@@ -33,6 +33,7 @@ from .negotiation import (
     OutSection,
     TrackCodec,
     answer_application_section,
+    accepted_extmaps,
     answer_publish_section,
     choose_publish_codec,
     codec_for_subscriber,
@@ -311,6 +312,9 @@ class RtcParticipant:
             self.queue.put_nowait(None)
         except asyncio.QueueFull:
             pass
+        # unpublish now, before whoever closed us announces the departure
+        for track in list(self.tracks.values()):
+            self.service.unpublish(self, track)
         self.spawn(self.service.participant_closed(self, reason))
 
     async def teardown(self) -> None:
@@ -538,7 +542,7 @@ class RtcParticipant:
             elif m.direction == "recvonly" and self.settings.single_pc:
                 sections.append(self.answer_subscribe_slot(m))
             else:
-                sections.append(OutSection(m.mid, m.kind, "inactive", m.codecs[:1]))
+                sections.append(OutSection(m.mid, m.kind, "inactive", m.codecs[:1], accepted_extmaps(m)))
         self.mid_ext = next((e.id for m in sd.media for e in m.extmaps if e.uri == EXT_MID), 0)
         for mid, track in list(self.tracks_by_mid.items()):
             if mid not in sending_mids:
@@ -771,19 +775,19 @@ class RtcParticipant:
                 slot.sub.mid = m.mid
         sub = slot.sub
         if sub is None or sub.track.codec is None:
-            return OutSection(m.mid, m.kind, "inactive", m.codecs[:1])
+            return OutSection(m.mid, m.kind, "inactive", m.codecs[:1], accepted_extmaps(m))
         codec = codec_for_subscriber(m, sub.track.codec)
         if codec is None:
             log.warning("no_common_codec", identity=self.identity, track=sub.track.sid, mime=sub.track.codec.mime)
             slot.sub = None
             sub.mid = ""
-            return OutSection(m.mid, m.kind, "inactive", m.codecs[:1])
+            return OutSection(m.mid, m.kind, "inactive", m.codecs[:1], accepted_extmaps(m))
         sub.pt = codec.pt
         owner = sub.track.owner
         stream = pack_stream_id(owner.sid, sub.track.sid)
         fb = [f for f in codec.rtcp_fb if f in ("nack", "nack pli", "ccm fir")]
         out_codec = sdplib.Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp, fb)
-        return OutSection(m.mid, m.kind, "sendonly", [out_codec], ssrc=sub.ssrc,
+        return OutSection(m.mid, m.kind, "sendonly", [out_codec], accepted_extmaps(m), ssrc=sub.ssrc,
                           msid=f"{stream} {sub.track.sid}", cname=owner.sid)
 
     def request_media_sections(self) -> None:

@@ -479,6 +479,8 @@ class RtcService:
         return [p.connection for p in room.participants.values() if isinstance(p.connection, RtcParticipant)]
 
     def _broadcast_participant(self, room: Room, who: Participant) -> None:
+        if room.participants.get(who.identity) is not who:
+            return  # gone: the others were told it disconnected
         msg = pr.SignalResponse(update=pr.ParticipantUpdate(participants=[who.info]))
         for p in self._rtc_participants(room):
             if who.info.permission.hidden and p.p is not who:
