@@ -30,8 +30,10 @@ node-deps: $(NODE_STAMP)
 system-deps:
 	./scripts/install-system-deps.sh
 
+# the suite runs in a private network namespace: WebRTC clients need a non-loopback interface
+# (scripts/in-netns.sh); everything else is unaffected by it
 test: install node-deps system-deps
-	$(PY) -m pytest -q -ra
+	./scripts/in-netns.sh $(PY) -m pytest -q -ra
 
 bench: install
 	$(PY) benchmarks/run_all.py
