@@ -285,7 +285,7 @@ class DestinationSender:
                         return
                     record = await e.outbox.advance(record, now + e.lease)
                 elif decision.action is core.Action.DEAD:
-                    log.error("webhook_dead_lettered", url=safe_url(self.url), event=record.event_name,
+                    log.error("webhook_dead_lettered", url=safe_url(self.url), name=record.event_name,
                               id=record.event_id, key=key, attempts=record.attempts + 1,
                               reason=decision.reason)
                     e.metrics.dead.labels(record.event_name).inc()
