@@ -25,6 +25,7 @@ DEFAULT_ENABLED_CODECS = [
 ]
 
 DEV_KEYS = {"devkey": "secret"}
+LOG_LEVELS = ("debug", "info", "warn", "warning", "error")
 
 
 class ConfigError(Exception):
@@ -307,6 +308,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError("webhook.retry_for and webhook.request_timeout must be positive (seconds)")
     if bool(cfg.prometheus.username) != bool(cfg.prometheus.password):
         raise ConfigError("prometheus.username and prometheus.password must be set together")
+    if str(cfg.logging.level).lower() not in LOG_LEVELS:
+        raise ConfigError(f"logging.level: expected one of {', '.join(LOG_LEVELS)}, got {cfg.logging.level!r}")
     if not (0 <= cfg.port <= 65535):
         raise ConfigError(f"port {cfg.port} is out of range")
     for name in ("empty_timeout", "departure_timeout", "max_participants"):
