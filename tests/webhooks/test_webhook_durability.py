@@ -14,13 +14,13 @@ import time
 
 import pytest
 from conftest import ROOT, free_port
-from whsink import KEY, Sink, arrivals, config, room_cycles, verify_official_python
+from whsink import Sink, arrivals, config, room_cycles, verify_official_python
 
 
 def outbox_json(data_dir: object, *extra: str) -> dict:
     res = subprocess.run([sys.executable, "-m", "lkserver", "webhook", "outbox", "--data-dir",
                           str(data_dir), "--json", *extra], capture_output=True, text=True,
-                         cwd=str(ROOT), timeout=60)
+                         cwd=str(ROOT), timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     return json.loads(res.stdout)
 
