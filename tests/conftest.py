@@ -31,10 +31,6 @@ class ServerProcess:
         self.data_dir = data_dir
         self.args = list(args)
         self.env = {**os.environ, **(env or {})}
-        if config is None and "LIVEKIT_CONFIG" not in (env or {}):
-            # dev mode's fixed media ports (tcp 7881, udp 7882) would collide between servers
-            # running at once (several in a test, or several engineers' test runs)
-            self.env["LIVEKIT_CONFIG"] = f"rtc:\n  tcp_port: 0\n  udp_port: {free_udp_port()}\n"
         self.config_path: Path | None = None
         if config is not None:
             self.config_path = data_dir / "livekit.yaml"

@@ -31,10 +31,9 @@ class ExactServer(ServerProcess):
 
 
 def start_exact(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> ServerProcess:
+    if "--config" not in args and "LIVEKIT_CONFIG" not in (env or {}):
+        args += ("--tcp-port", "0", "--udp-port", "0")  # media ports that never collide
     s = ExactServer(tmp_path / "data", *args, env={})
-    env = dict(env or {})
-    if "--config" not in args and "LIVEKIT_CONFIG" not in env:
-        env["LIVEKIT_CONFIG"] = yaml.safe_dump({"rtc": {"tcp_port": 0, "udp_port": free_udp_port()}})
     s.env = clean_env(env)
     return s.start()
 
