@@ -123,6 +123,11 @@ def serve(
         asyncio.run(_serve(cfg))
     except OSError as e:
         fail(f"lkserver: {e}")
+    except Exception as e:
+        # a configured Redis that cannot be used: say so instead of a traceback
+        if cfg.redis.address and type(e).__module__.startswith("redis."):
+            fail(f"lkserver: cannot use the Redis store at {cfg.redis.address}: {e}")
+        raise
 
 
 async def _serve(cfg: Any) -> None:
@@ -133,7 +138,15 @@ async def _serve(cfg: Any) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        # release what did start (sockets, the webhook HTTP session, the store) before failing
+        try:
+            await server.stop()
+        except Exception:  # the original error is the one to report
+            pass
+        raise
     err.print(f"lkserver listening on http://{cfg.bind_hosts[0]}:{server.port}", highlight=False)
     await stop.wait()
     await server.stop()
