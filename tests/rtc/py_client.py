@@ -46,6 +46,9 @@ async def main() -> int:
     ap.add_argument("--simulate", default="", help="signal-reconnect | full-reconnect | force-tcp")
     ap.add_argument("--simulate-after", type=float, default=2.0)
     ap.add_argument("--set-metadata", default="", help="update own metadata after connecting")
+    ap.add_argument("--allow-only", default="", help="only this identity may subscribe to our tracks")
+    ap.add_argument("--subscribe-after", type=float, default=0.0,
+                    help="with --no-auto-subscribe: subscribe to every publication after S seconds")
     a = ap.parse_args()
 
     out: dict = {"events": [], "audio": {}, "video": {}, "data": [], "rpc": None, "errors": []}
@@ -111,6 +114,22 @@ async def main() -> int:
     def on_speakers(speakers) -> None:
         ev("active_speakers", identities=[s.identity for s in speakers])
 
+    @room.on("track_unsubscribed")
+    def on_tus(track, pub, p) -> None:
+        ev("track_unsubscribed", key=f"{p.identity}/{pub.sid}")
+
+    @room.on("track_unpublished")
+    def on_tup(pub, p) -> None:
+        ev("track_unpublished", key=f"{p.identity}/{pub.sid}")
+
+    @room.on("track_published")
+    def on_tp(pub, p) -> None:
+        ev("track_published", key=f"{p.identity}/{pub.sid}")
+
+    @room.on("moved")
+    def on_moved(*args) -> None:
+        ev("moved", room=room.name)
+
     @room.on("disconnected")
     def on_disc(reason) -> None:
         ev("disconnected", reason=str(reason))
@@ -141,6 +160,21 @@ async def main() -> int:
         deadline = time.monotonic() + 20
         while a.wait_for not in room.remote_participants and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
+
+    if a.allow_only:
+        room.local_participant.set_track_subscription_permissions(
+            allow_all_participants=False,
+            participant_permissions=[rtc.ParticipantTrackPermission(participant_identity=a.allow_only, allow_all=True)])
+
+    if a.subscribe_after:
+        async def subscribe_later() -> None:
+            await asyncio.sleep(a.subscribe_after)
+            for rp in room.remote_participants.values():
+                for pub in rp.track_publications.values():
+                    pub.set_subscribed(True)
+            ev("subscribed_manually")
+
+        tasks.append(asyncio.ensure_future(subscribe_later()))
 
     publications = []
     if a.publish_audio:
@@ -263,6 +297,7 @@ async def main() -> int:
 
     await asyncio.sleep(a.seconds)
     out["sid_final"] = room.local_participant.sid
+    out["room_final"] = room.name
     out["remote_final"] = sorted(room.remote_participants)
     out["connection_state"] = int(room.connection_state)
     for key, chunks in audio_buffers.items():

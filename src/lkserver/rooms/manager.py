@@ -371,12 +371,36 @@ class RoomManager:
         return await p.connection.perform_rpc(req.method, req.payload, req.response_timeout_ms)
 
     async def move_participant(self, room_name: str, identity: str, destination: str) -> None:
-        self.require_participant(room_name, identity)
-        raise NotImplementedError("moving participants arrives with realtime signalling")
+        """Move a live participant, with its tracks, to another room (created if needed).
 
-    async def forward_participant(self, room_name: str, identity: str, destination: str) -> None:
-        self.require_participant(room_name, identity)
-        raise NotImplementedError("forwarding participants is not supported")
+        The source room sees it leave (participant_left, reason MIGRATION); the destination sees
+        it join (participant_joined). Its connection is told before and after, so it can take
+        its media along (LiveKit Cloud's MoveParticipant; the open-source server lacks it)."""
+        src, p = self.require_participant(room_name, identity)
+        dest = self.rooms.get(destination)
+        if dest is None or dest.closed:
+            await self.create_room(CreateRoomRequest(name=destination))
+            dest = self.rooms[destination]
+        previous = dest.participants.get(identity)
+        if dest.info.max_participants and not p.is_dependent and previous is None \
+                and dest.non_dependent_count() >= dest.info.max_participants:
+            raise RoomFull(destination)
+        before, after = getattr(p.connection, "before_move", None), getattr(p.connection, "after_move", None)
+        if before is not None:
+            before()
+        if previous is not None:
+            if previous.connection is not None:
+                previous.connection.close(DisconnectReason.DUPLICATE_IDENTITY)
+            await self._participant_gone(dest, previous, DisconnectReason.DUPLICATE_IDENTITY)
+        await self._participant_gone(src, p, DisconnectReason.MIGRATION)
+        p.info.state = ParticipantInfo.State.ACTIVE if p.ever_active else p.info.state
+        dest.participants[identity] = p
+        await self._persist_room_state(dest)
+        log.info("participant_moved", identity=identity, source=room_name, destination=destination)
+        if p.ever_active:
+            self.events.publish(Event(EventName.PARTICIPANT_JOINED, room=dest.to_proto(), participant=p.info))
+        if after is not None:
+            after(dest)
 
     def on_subscription_update(self, fn: Callable[[Room, Participant, list[str], bool], None]) -> None:
         self._subscription_listeners.append(fn)

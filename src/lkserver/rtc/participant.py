@@ -167,8 +167,11 @@ class Slot:
 
 class RtcParticipant:
     def __init__(self, service: "RtcService", room: "Room", participant: "Participant",
-                 settings: JoinSettings) -> None:
+                 settings: JoinSettings, claims: Any = None, ice_preference: str = "") -> None:
         self.service = service
+        self.claims = claims  # the join token's claims (a moved participant gets a token like it)
+        self.ice_preference = ice_preference  # "tcp" limits our candidates to ICE-TCP
+        self.could_subscribe = participant.info.permission.can_subscribe
         self.room = room
         self.p = participant
         self.settings = settings
@@ -331,6 +334,19 @@ class RtcParticipant:
             if task is not asyncio.current_task():
                 task.cancel()
 
+    # -- moving to another room (RoomService.MoveParticipant) ----------------------------------
+
+    def before_move(self) -> None:
+        """Leave the current room's media: subscriptions go, tracks are withdrawn (media keeps flowing)."""
+        for sub in list(self.subscriptions.values()):
+            self.remove_subscription(sub)
+        for track in self.tracks.values():
+            self.service.withdraw(self, track)
+
+    def after_move(self, room: "Room") -> None:
+        self.room = room
+        self.service.arrived(self)
+
     # -- transports ----------------------------------------------------------------------------
 
     def media_transport_for_publish(self) -> WebRtcTransport:
@@ -361,8 +377,10 @@ class RtcParticipant:
         return self.subscriber
 
     def local_params(self, t: WebRtcTransport) -> LocalParams:
-        return LocalParams(t.ice.local_ufrag, t.ice.local_pwd, self.service.fingerprint_lines,
-                           t.local_candidates())
+        candidates = t.local_candidates()
+        if self.ice_preference == "tcp":
+            candidates = [c for c in candidates if c.transport == "tcp"] or candidates
+        return LocalParams(t.ice.local_ufrag, t.ice.local_pwd, self.service.fingerprint_lines, candidates)
 
     def on_publisher_connected(self) -> None:
         if not self.connected_at:
@@ -505,6 +523,24 @@ class RtcParticipant:
 
     async def on_sync_state(self, req: pr.SyncState) -> None:
         return
+
+    async def on_simulate(self, req: pr.SimulateScenario) -> None:
+        """Client-requested failure drills (livekit pkg/rtc/room.go onSimulateScenario)."""
+        which = req.WhichOneof("scenario")
+        log.info("simulate_scenario", identity=self.identity, scenario=which or "")
+        if which == "speaker_update":
+            self.service.simulate_speaker(self, req.speaker_update)
+        elif which in ("node_failure", "migration"):
+            # drop the participant without a leave: the client finds out on its own
+            self.close(pm.DisconnectReason.SIGNAL_CLOSE, send_leave=False)
+        elif which == "server_leave":
+            self.close(pm.DisconnectReason.SERVER_SHUTDOWN)
+        elif which == "switch_candidate_protocol":
+            # the client follows this with a full reconnect; its next session gets only these candidates
+            if req.switch_candidate_protocol == pr.CandidateProtocol.TCP:
+                self.service.remember_ice_preference(self, "tcp")
+        elif which in ("disconnect_signal_on_resume", "disconnect_signal_on_resume_no_messages"):
+            self.service.drop_next_resume.add((self.room.name, self.identity))
 
     # -- publishing: offers from the client ---------------------------------------------------------
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gzip
 import json
 import math
@@ -62,6 +63,7 @@ SOURCES = {"camera": pm.TrackSource.CAMERA, "microphone": pm.TrackSource.MICROPH
 SPEAKER_ACTIVE_LEVEL = 35  # dBov; lower is louder
 SPEAKER_MIN_PERCENTILE = 40
 SPEAKER_INTERVAL = 0.4
+ICE_PREFERENCE_TTL = 60.0
 
 
 class JoinError(Exception):
@@ -116,6 +118,11 @@ class RtcService:
         self.speakers: dict[str, dict[str, SpeakerState]] = {}  # room name -> track sid -> state
         self.speaker_levels: dict[str, dict[str, float]] = {}  # room name -> participant sid -> level
         self._tasks: list[asyncio.Task] = []
+        # ICE candidate preference a client asked for its next session (simulate force-tcp)
+        self.ice_preferences: dict[tuple[str, str], tuple[str, float]] = {}
+        # (room, identity) whose next resume is refused (simulate disconnect-signal-on-resume)
+        self.drop_next_resume: set[tuple[str, str]] = set()
+        rooms.on_participant_update(self.enforce_permissions)
         rooms.on_participant_update(self._broadcast_participant)
         rooms.on_participant_gone(self._broadcast_gone)
         rooms.on_room_update(self._broadcast_room)
@@ -326,7 +333,9 @@ class RtcService:
             raise JoinError(503, "room has exceeded its max participants") from None
         except ValueError as e:  # an unknown room preset
             raise JoinError(400, str(e)) from None
-        participant = RtcParticipant(self, room, domain_p, params.settings)
+        pref, until = self.ice_preferences.pop((room.name, claims.identity), ("", 0.0))
+        participant = RtcParticipant(self, room, domain_p, params.settings, claims=claims,
+                                     ice_preference=pref if until > time.monotonic() else "")
         domain_p.connection = participant
         self.participants[info.sid] = participant
         if previous is not None and isinstance(previous.connection, RtcParticipant):
@@ -367,13 +376,7 @@ class RtcService:
         )))
         p.ws_attached.set()
         self._broadcast_participant(room, p.p)
-        if p.settings.auto_subscribe and p.permission.can_subscribe:
-            for other in list(room.participants.values()):
-                conn = other.connection
-                if isinstance(conn, RtcParticipant) and conn is not p:
-                    for track in conn.tracks.values():
-                        if track.published and self.may_subscribe(p, track):
-                            p.add_subscription(track)
+        self._auto_subscribe_existing(p)
         jr = params.join_request
         if jr is not None:
             for req in jr.add_track_requests:
@@ -449,6 +452,10 @@ class RtcService:
     async def _resume(self, request: web.Request, p: RtcParticipant, params: JoinParams) -> web.StreamResponse:
         ws = web.WebSocketResponse(heartbeat=10.0, max_msg_size=MAX_SIGNAL_MESSAGE)
         await ws.prepare(request)
+        if (p.room.name, p.identity) in self.drop_next_resume:
+            self.drop_next_resume.discard((p.room.name, p.identity))
+            await ws.close()
+            return ws
         old_ws = p.ws
         # a fresh queue for the new socket; the old writer (if any) stops on its own sentinel
         p.detach_socket()
@@ -512,18 +519,95 @@ class RtcService:
             if other.settings.auto_subscribe and other.permission.can_subscribe and self.may_subscribe(other, track):
                 other.add_subscription(track)
 
-    def unpublish(self, p: RtcParticipant, track: PublishedTrack) -> None:
+    def withdraw(self, p: RtcParticipant, track: PublishedTrack) -> None:
+        """Take a track away from the room's subscribers (it may be published again later)."""
         for sub in list(track.subscriptions.values()):
             sub.subscriber.remove_subscription(sub)
+        self.speakers.get(p.room.name, {}).pop(track.sid, None)
+        if track.published:
+            track.published = False
+            self.rooms.track_unpublished(p.room, p.p, track.sid)
+
+    def unpublish(self, p: RtcParticipant, track: PublishedTrack) -> None:
+        self.withdraw(p, track)
         p.tracks.pop(track.sid, None)
         if p.tracks_by_mid.get(track.mid) is track:
             del p.tracks_by_mid[track.mid]
         if track.up is not None:
             p.ups_by_ssrc.pop(track.up.ssrc, None)
-            self.speakers.get(p.room.name, {}).pop(track.sid, None)
-        if track.published:
-            track.published = False
-            self.rooms.track_unpublished(p.room, p.p, track.sid)
+
+    def arrived(self, p: RtcParticipant) -> None:
+        """A participant moved into p.room: tell it (RoomMovedResponse), republish, subscribe."""
+        room = p.room
+        others = [o.info for o in room.participants.values() if o is not p.p and not o.info.permission.hidden]
+        p.send_signal(pr.SignalResponse(room_moved=pr.RoomMovedResponse(
+            room=room.to_proto(), token=self.token_for(p, room.name), participant=p.info,
+            other_participants=others)))
+        self._broadcast_participant(room, p.p)
+        for track in p.tracks.values():
+            if track.up is not None:
+                if not track.is_video:
+                    self.observe_audio(p, track, track.up)
+                self.publish(p, track)
+        self._auto_subscribe_existing(p)
+
+    def token_for(self, p: RtcParticipant, room_name: str) -> str:
+        """A join token like the participant's own, for another room (signed with the first key)."""
+        from ..auth import AccessToken, VideoGrants
+
+        key, secret = next(iter(self.config.keys.items()))
+        claims = p.claims
+        video = dataclasses.replace(claims.video, room=room_name) if claims is not None and claims.video \
+            else VideoGrants(room_join=True, room=room_name)
+        tok = AccessToken(key, secret).with_identity(p.identity).with_grants(video)
+        if p.info.name:
+            tok.with_name(p.info.name)
+        if p.info.metadata:
+            tok.with_metadata(p.info.metadata)
+        if claims is not None and claims.kind:
+            tok.with_kind(claims.kind)  # type: ignore[arg-type]
+        return tok.to_jwt()
+
+    def _auto_subscribe_existing(self, p: RtcParticipant) -> None:
+        if not (p.settings.auto_subscribe and p.permission.can_subscribe):
+            return
+        for other in self._rtc_participants(p.room):
+            if other is p:
+                continue
+            for track in other.tracks.values():
+                if track.published and track.sid not in p.subscriptions and self.may_subscribe(p, track):
+                    p.add_subscription(track)
+
+    def enforce_permissions(self, room: Room, who: Participant) -> None:
+        """After UpdateParticipant: tracks it may no longer publish go, as do its subscriptions if
+        it may no longer subscribe (LiveKit pkg/rtc/participant.go SetPermission)."""
+        p = who.connection
+        if not isinstance(p, RtcParticipant) or p.closed:
+            return
+        for track in list(p.tracks.values()):
+            if track.published and not p.can_publish_source(track.info.source):
+                self.unpublish(p, track)
+                p.send_signal(pr.SignalResponse(track_unpublished=pr.TrackUnpublishedResponse(track_sid=track.sid)))
+        could, can = p.could_subscribe, p.permission.can_subscribe
+        p.could_subscribe = can
+        if not can:
+            for sub in list(p.subscriptions.values()):
+                p.remove_subscription(sub)
+        elif not could:
+            self._auto_subscribe_existing(p)
+
+    def remember_ice_preference(self, p: RtcParticipant, preference: str) -> None:
+        self.ice_preferences[(p.room.name, p.identity)] = (preference, time.monotonic() + ICE_PREFERENCE_TTL)
+
+    def simulate_speaker(self, p: RtcParticipant, seconds: int) -> None:
+        def send(level: float) -> None:
+            msg = pr.SignalResponse(speakers_changed=pr.SpeakersChanged(
+                speakers=[pm.SpeakerInfo(sid=p.sid, level=level, active=level > 0)]))
+            for other in self._rtc_participants(p.room):
+                other.send_signal(msg)
+
+        send(0.9)
+        asyncio.get_running_loop().call_later(max(seconds, 0), send, 0.0)
 
     def may_subscribe(self, subscriber: RtcParticipant, track: PublishedTrack) -> bool:
         perms = track.owner.subscription_permission

@@ -98,6 +98,9 @@ class WebRtcTransport:
         if self.path is None:
             log.debug("ice_first_check", name=self.name, remote=f"{addr[0]}:{addr[1]}", protocol=path.protocol)
         if result.nominated:
+            if not self.nominated or self.path is not path:
+                log.info("ice_selected", name=self.name, protocol=path.protocol,
+                         remote=f"{addr[0]}:{addr[1]}")
             self.nominated = True
             self.path = path
         elif self.path is None:

@@ -14,10 +14,12 @@ from livekit.protocol import models
 from livekit.protocol import room as proto
 
 from ..config import LimitSettings, RoomSettings
-from ..rooms import ParticipantNotFound, RoomManager, RoomNotFound, RpcError, UnknownRoomPreset
+from ..rooms import ParticipantNotFound, RoomFull, RoomManager, RoomNotFound, RpcError, UnknownRoomPreset
 from ..twirp.errors import (
     INTERNAL,
     INVALID_ARGUMENT,
+    RESOURCE_EXHAUSTED,
+    UNIMPLEMENTED,
     TwirpError,
     no_response,
     participant_not_found,
@@ -178,13 +180,19 @@ class RoomService:
     async def forward_participant(self, ctx: RequestContext,
                                   req: proto.ForwardParticipantRequest) -> proto.ForwardParticipantResponse:
         self._check_destination(ctx, req.room, req.identity, req.destination_room)
-        await self.rooms.forward_participant(req.room, req.identity, req.destination_room)
-        return proto.ForwardParticipantResponse()
+        # LiveKit's open-source server does not implement it either (its node answers "not implemented")
+        raise TwirpError(UNIMPLEMENTED, "ForwardParticipant is not supported: use MoveParticipant")
 
     async def move_participant(self, ctx: RequestContext,
                                req: proto.MoveParticipantRequest) -> proto.MoveParticipantResponse:
         self._check_destination(ctx, req.room, req.identity, req.destination_room)
-        await self.rooms.move_participant(req.room, req.identity, req.destination_room)
+        self.limits.room_name(req.destination_room)
+        try:
+            await self.rooms.move_participant(req.room, req.identity, req.destination_room)
+        except (RoomNotFound, ParticipantNotFound):
+            raise no_response() from None
+        except RoomFull:
+            raise TwirpError.psrpc(RESOURCE_EXHAUSTED, "room has exceeded its max participants") from None
         return proto.MoveParticipantResponse()
 
     async def perform_rpc(self, ctx: RequestContext, req: proto.PerformRpcRequest) -> proto.PerformRpcResponse:
