@@ -33,8 +33,10 @@ app.add_typer(room_app, name="room")
 room_app.add_typer(participants_app, name="participants")
 app.add_typer(__import__("lkserver.cli.webhook", fromlist=["webhook_app"]).webhook_app, name="webhook")
 
-out = Console()
-err = Console(stderr=True)
+# no console markup: room names, identities, metadata and server messages are printed as they are
+# ("[bold]x" is a valid room name and must not turn into bold "x", nor break --json output)
+out = Console(markup=False)
+err = Console(stderr=True, markup=False)
 
 
 @dataclass
@@ -45,7 +47,7 @@ class Target:
 
 
 def fail(message: str) -> None:
-    err.print(f"[red]{message}[/red]", highlight=False)
+    err.print(message, style="red", highlight=False, soft_wrap=True)
     raise typer.Exit(1)
 
 
