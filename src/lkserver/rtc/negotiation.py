@@ -174,8 +174,11 @@ def accepted_extmaps(m: Media) -> list[tuple[int, str]]:
     """The client's header extensions we accept, echoed in every audio/video section we answer.
 
     libwebrtc negotiates extensions per BUNDLE transport: one left out of an early answer (say,
-    for a recvonly section) disappears from every later offer of that connection."""
-    wanted = (EXT_MID, EXT_AUDIO_LEVEL) if m.kind == "audio" else (EXT_MID,)
+    for a recvonly section) disappears from every later offer of that connection. The rid
+    extensions are accepted for video although simulcast is not answered yet (the client then
+    sends its first layer): Chromium refuses its own later offers (an ICE restart on resume, a
+    second track) for a section with `a=simulcast` whose rid extension was dropped."""
+    wanted = (EXT_MID, EXT_AUDIO_LEVEL) if m.kind == "audio" else (EXT_MID, EXT_RID, EXT_RRID)
     return [(e.id, e.uri) for e in m.extmaps if e.uri in wanted]
 
 
