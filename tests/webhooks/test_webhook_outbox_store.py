@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from lkserver.store import OutboxEntry, Store
+from lkserver.store import Appended, OutboxEntry, Store
 from lkserver.store.redis import RedisKV
 from lkserver.store.sqlite import SQLiteKV
 
@@ -42,9 +42,10 @@ async def store(request, tmp_path: Path, redis_url: str) -> AsyncIterator[Store]
 
 async def test_queues_deliver_in_order_and_disappear_when_empty(store: Store) -> None:
     ob = store.outbox
-    assert ob.append([entry(A, "r1", 1), entry(B, "r1", 1)], now=10.0) == [True, True]
-    assert ob.append([entry(A, "r1", 2)], now=11.0) == [False], "queue exists: no wake-up needed"
-    assert ob.append([entry(A, "r2", 1)], now=12.0) == [True]
+    assert ob.append([entry(A, "r1", 1), entry(B, "r1", 1)], now=10.0) == [
+        Appended(True), Appended(True)]
+    assert ob.append([entry(A, "r1", 2)], now=11.0) == [Appended(False)], "no wake-up needed"
+    assert ob.append([entry(A, "r2", 1)], now=12.0) == [Appended(True)]
     assert sorted(await ob.destinations()) == [A, B]
     assert await ob.ready_keys(A, now=20.0, limit=10) == ["r1", "r2"], "longest-waiting first"
     assert await ob.ready_keys(A, now=20.0, limit=1) == ["r1"]
@@ -151,3 +152,36 @@ async def test_senders_page_the_store(store: Store) -> None:
     assert (await ob.counts()).pending == {A: 2200}
     head = await ob.claim(A, "big", now=20.0, lease_until=60.0, owner="p")
     assert head is not None and head.event_id == "EV_big0"
+
+
+async def test_take_claims_ready_queues_in_one_call(store: Store) -> None:
+    ob = store.outbox
+    ob.append([entry(A, "r1", 1), entry(A, "r1", 2), entry(A, "r2", 1), entry(A, "r3", 1)], now=10.0)
+    heads, next_at = await ob.take(A, now=20.0, lease_until=50.0, owner="p", limit=2)
+    assert [h.event_id for h in heads] == ["EV_r11", "EV_r21"]
+    assert next_at == 50.0, "the earliest a queue not ready now can be taken (here: our leases)"
+    heads, next_at = await ob.take(A, now=21.0, lease_until=51.0, owner="p", limit=10)
+    assert [h.event_id for h in heads] == ["EV_r31"]
+    assert await ob.take(A, now=22.0, lease_until=52.0, owner="q", limit=10) == ([], 50.0)
+    assert await ob.take(B, now=22.0, lease_until=52.0, owner="q", limit=10) == ([], None)
+    heads, _ = await ob.take(A, now=50.0, lease_until=90.0, owner="q", limit=10)
+    assert [h.event_id for h in heads] == ["EV_r11", "EV_r21"], "leases ran out: taken over"
+
+
+async def test_append_can_hand_a_new_queue_to_its_writer(store: Store) -> None:
+    """The sender's fast path: the event that starts a queue is delivered from memory."""
+    ob = store.outbox
+    res = ob.append([entry(A, "r", 1), entry(B, "r", 1)], now=10.0, claim=[True, False],
+                    owner="me", lease_until=40.0)
+    assert res[0].new_queue and res[0].claimed_seq > 0
+    assert res[1] == Appended(True, 0), "not asked to claim: left for the sender to take"
+    assert await ob.ready_keys(A, now=39.0, limit=10) == [], "held by its writer"
+    assert ob.append([entry(A, "r", 2)], now=11.0, claim=[True], owner="me",
+                     lease_until=41.0) == [Appended(False)], "an existing queue is never handed out"
+    pending = await ob.pending(10, A)
+    assert pending[0].seq == res[0].claimed_seq
+    # the writer delivers it and moves on, as if it had claimed the queue
+    nxt = await ob.advance(pending[0], lease_until=45.0)
+    assert nxt is not None and nxt.event_id == "EV_r2"
+    assert await ob.release("me", now=20.0) == 1
+    assert await ob.ready_keys(A, now=20.0, limit=10) == ["r"]

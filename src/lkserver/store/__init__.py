@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from .base import KV, Store, StoredRoom
-from .outbox import Outbox, OutboxCounts, OutboxEntry, OutboxRecord
+from .outbox import Appended, Outbox, OutboxCounts, OutboxEntry, OutboxRecord
 from .sqlite import SQLiteKV
 
 
@@ -18,5 +18,5 @@ def open_store(data_dir: str, redis_address: str = "", **redis_options: object) 
     return Store(SQLiteKV(os.path.join(data_dir, "lkserver.db")))
 
 
-__all__ = ["KV", "Outbox", "OutboxCounts", "OutboxEntry", "OutboxRecord", "SQLiteKV", "Store",
-           "StoredRoom", "open_store"]
+__all__ = ["KV", "Appended", "Outbox", "OutboxCounts", "OutboxEntry", "OutboxRecord", "SQLiteKV",
+           "Store", "StoredRoom", "open_store"]

@@ -43,6 +43,12 @@ class OutboxRecord(OutboxEntry):
     died_at: float | None = None  # set on dead letters
 
 
+@dataclass(frozen=True)
+class Appended:
+    new_queue: bool  # the entry started its queue (a sender should look at the destination)
+    claimed_seq: int = 0  # > 0: the new queue is held by the caller; this is the entry's seq
+
+
 @dataclass
 class OutboxCounts:
     pending: dict[str, int] = field(default_factory=dict)  # destination -> records waiting
@@ -54,9 +60,12 @@ class Outbox(Protocol):
     # process never ends another's)
     shared: bool
 
-    def append(self, entries: Sequence[OutboxEntry], now: float) -> list[bool]:
-        """Store the entries durably before returning; per entry, whether its queue is new
-        (the caller wakes that destination's sender)."""
+    def append(self, entries: Sequence[OutboxEntry], now: float, *,
+               claim: Sequence[bool] = (), owner: str = "",
+               lease_until: float = 0.0) -> list[Appended]:
+        """Store the entries durably before returning. An entry whose `claim` flag is set and
+        whose queue is new gets that queue held by `owner` until `lease_until` (the caller
+        delivers it at once, without asking the store again)."""
         ...
 
     async def destinations(self) -> list[str]:
@@ -69,6 +78,12 @@ class Outbox(Protocol):
 
     async def next_ready_at(self, destination: str) -> float | None:
         """When the destination's next queue may be taken (None: no queues)."""
+        ...
+
+    async def take(self, destination: str, now: float, lease_until: float, owner: str,
+                   limit: int) -> tuple[list[OutboxRecord], float | None]:
+        """`claim` up to `limit` ready queues at once (the sender's one call per wake-up): their
+        heads, and when the destination's next queue may be taken (None: no queues)."""
         ...
 
     async def claim(self, destination: str, key: str, now: float, lease_until: float,
@@ -185,21 +200,27 @@ class SQLiteOutbox:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def append(self, entries: Sequence[OutboxEntry], now: float) -> list[bool]:
-        new = []
+    def append(self, entries: Sequence[OutboxEntry], now: float, *,
+               claim: Sequence[bool] = (), owner: str = "",
+               lease_until: float = 0.0) -> list[Appended]:
+        out = []
         with self.db:
             self.db.execute("BEGIN IMMEDIATE")
-            for e in entries:
-                self.db.execute(
+            for i, e in enumerate(entries):
+                cur = self.db.execute(
                     "INSERT INTO webhook_outbox (destination, key, event_id, event_name, signing_key,"
                     " body, created_at, enqueued_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     (e.destination, e.key, e.event_id, e.event_name, e.signing_key, e.body,
                      e.created_at, now))
+                seq = cur.lastrowid or 0
+                held = i < len(claim) and claim[i]
                 cur = self.db.execute(
-                    "INSERT OR IGNORE INTO webhook_queues (destination, key, ready_at) VALUES (?, ?, ?)",
-                    (e.destination, e.key, now))
-                new.append(cur.rowcount == 1)
-        return new
+                    "INSERT OR IGNORE INTO webhook_queues (destination, key, ready_at, owner)"
+                    " VALUES (?, ?, ?, ?)",
+                    (e.destination, e.key, lease_until if held else now, owner if held else ""))
+                new = cur.rowcount == 1
+                out.append(Appended(new, seq if new and held else 0))
+        return out
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -232,6 +253,26 @@ class SQLiteOutbox:
             self.db.execute("UPDATE webhook_queues SET ready_at = ? WHERE destination = ? AND key = ?",
                             (lease_until, destination, key))
         return head
+
+    async def take(self, destination: str, now: float, lease_until: float, owner: str,
+                   limit: int) -> tuple[list[OutboxRecord], float | None]:
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            heads = []
+            if limit > 0:
+                keys = [r[0] for r in self.db.execute(
+                    "SELECT key FROM webhook_queues WHERE destination = ? AND ready_at <= ?"
+                    " ORDER BY ready_at LIMIT ?", (destination, now, limit))]
+                for key in keys:
+                    self.db.execute("UPDATE webhook_queues SET ready_at = ?, owner = ?"
+                                    " WHERE destination = ? AND key = ?",
+                                    (lease_until, owner, destination, key))
+                    head = self._next_or_drop(destination, key, lease_until)
+                    if head is not None:
+                        heads.append(head)
+            row = self.db.execute("SELECT MIN(ready_at) FROM webhook_queues"
+                                  " WHERE destination = ? AND ready_at > ?", (destination, now)).fetchone()
+            return heads, row[0]
 
     async def claim(self, destination: str, key: str, now: float, lease_until: float,
                     owner: str) -> OutboxRecord | None:

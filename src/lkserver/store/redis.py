@@ -17,10 +17,10 @@ class RedisKV:
     def __init__(self, address: str, *, username: str = "", password: str = "", db: int = 0,
                  use_tls: bool = False, **_: Any) -> None:
         host, _, port = address.rpartition(":") if ":" in address else (address, "", "6379")
-        self.options: dict[str, Any] = dict(
-            host=host or "127.0.0.1", port=int(port or 6379), db=db,
-            username=username or None, password=password or None, ssl=use_tls,
-        )
+        self.options: dict[str, Any] = {
+            "host": host or "127.0.0.1", "port": int(port or 6379), "db": db,
+            "username": username or None, "password": password or None, "ssl": use_tls,
+        }
         self.client = aioredis.Redis(**self.options)
 
     async def put(self, ns: str, key: str, value: bytes) -> None:

@@ -2,7 +2,8 @@
 
 Layout (prefix `webhook_outbox:`; `h(x)` = sha1 hex of x, so URLs and keys never clash):
   seq                      INCR counter: the records' order
-  e:<seq>                  HASH one record (destination, key, body, attempts, ...; died_at if dead)
+  e:<seq>                  HASH one record: m (JSON of the fixed fields), body, enqueued_at,
+                           attempts, last_error, died_at (dead ones); destination, key
   q:<h(dest \\n key)>       ZSET one queue: member = score = seq
   ready:<h(dest)>          ZSET the destination's queues: member = key, score = ready_at
   owner:<h(dest)>          HASH key -> lease holder (while a sender holds the queue)
@@ -19,18 +20,20 @@ far as Redis is: run it with `appendonly yes` to keep the outbox across a Redis 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import redis
 import redis.asyncio as aioredis
 
-from .outbox import OutboxCounts, OutboxEntry, OutboxRecord
+from .outbox import Appended, OutboxCounts, OutboxEntry, OutboxRecord
 
 PREFIX = "webhook_outbox:"
 
 _LIB = """
 local P = KEYS[1]
+local FIELDS = {'m', 'body', 'enqueued_at', 'attempts', 'last_error', 'died_at'}
 local function qkey(dest, key) return P .. 'q:' .. redis.sha1hex(dest .. '\\n' .. key) end
 local function rkey(dest) return P .. 'ready:' .. redis.sha1hex(dest) end
 local function okey(dest) return P .. 'owner:' .. redis.sha1hex(dest) end
@@ -43,21 +46,26 @@ local function next_or_drop(dest, key, lease)
     return false
   end
   redis.call('ZADD', rkey(dest), lease, key)
-  return {s[1], redis.call('HGETALL', P .. 'e:' .. s[1])}
+  return {s[1], redis.call('HMGET', P .. 'e:' .. s[1], unpack(FIELDS))}
 end
 """
 
 _APPEND = _LIB + """
-local now = ARGV[1]
+local now, owner, lease = ARGV[1], ARGV[2], ARGV[3]
 local out = {}
-for i = 2, #ARGV, 7 do
-  local dest, key = ARGV[i], ARGV[i + 1]
+for i = 4, #ARGV, 5 do
+  local dest, key, held = ARGV[i], ARGV[i + 1], ARGV[i + 4] == '1'
   local seq = redis.call('INCR', P .. 'seq')
-  redis.call('HSET', P .. 'e:' .. seq, 'destination', dest, 'key', key, 'event_id', ARGV[i + 2],
-    'event_name', ARGV[i + 3], 'signing_key', ARGV[i + 4], 'body', ARGV[i + 5],
-    'created_at', ARGV[i + 6], 'enqueued_at', now, 'attempts', 0, 'last_error', '')
+  redis.call('HSET', P .. 'e:' .. seq, 'destination', dest, 'key', key, 'm', ARGV[i + 2],
+    'body', ARGV[i + 3], 'enqueued_at', now, 'attempts', 0, 'last_error', '')
   redis.call('ZADD', qkey(dest, key), seq, seq)
-  out[#out + 1] = redis.call('ZADD', rkey(dest), 'NX', now, key)
+  local new = redis.call('ZADD', rkey(dest), 'NX', held and lease or now, key)
+  if new == 1 and held then
+    redis.call('HSET', okey(dest), key, owner)
+    out[#out + 1] = seq
+  else
+    out[#out + 1] = -new  -- -1: a new queue nobody holds, 0: an existing queue
+  end
   redis.call('SADD', P .. 'dests', dest)
   redis.call('HINCRBY', P .. 'count', 'p:' .. dest, 1)
 end
@@ -92,6 +100,21 @@ if redis.call('ZREM', qkey(dest, key), seq) == 1 then
   redis.call('HINCRBY', P .. 'count', 'd:' .. dest, 1)
 end
 return next_or_drop(dest, key, lease)
+"""
+
+_TAKE = _LIB + """
+local dest, now, lease, owner, limit = ARGV[1], ARGV[2], ARGV[3], ARGV[4], tonumber(ARGV[5])
+local heads = {}
+if limit > 0 then
+  for _, key in ipairs(redis.call('ZRANGEBYSCORE', rkey(dest), '-inf', now, 'LIMIT', 0, limit)) do
+    redis.call('ZADD', rkey(dest), lease, key)
+    redis.call('HSET', okey(dest), key, owner)
+    local h = next_or_drop(dest, key, lease)
+    if h then heads[#heads + 1] = h end
+  end
+end
+local nxt = redis.call('ZRANGEBYSCORE', rkey(dest), '(' .. now, '+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+return {heads, nxt[2] or false}
 """
 
 _RETRY = _LIB + """
@@ -166,14 +189,17 @@ def _s(v: Any) -> str:
     return v.decode() if isinstance(v, bytes) else str(v)
 
 
-def _record(seq: Any, flat: list) -> OutboxRecord:
-    f = {_s(flat[i]): flat[i + 1] for i in range(0, len(flat), 2)}
-    died = f.get("died_at")
+def _record(seq: Any, fields: list) -> OutboxRecord:
+    """A record from the values of FIELDS (m, body, enqueued_at, attempts, last_error, died_at)."""
+    m, body, enqueued_at, attempts, last_error, died = fields
+    meta = json.loads(m)
     return OutboxRecord(
-        _s(f["destination"]), _s(f["key"]), _s(f["event_id"]), _s(f["event_name"]),
-        _s(f["signing_key"]), bytes(f["body"]), float(f["created_at"]),
-        seq=int(seq), enqueued_at=float(f["enqueued_at"]), attempts=int(f["attempts"]),
-        last_error=_s(f.get("last_error", b"")), died_at=float(died) if died is not None else None)
+        meta["d"], meta["k"], meta["i"], meta["n"], meta["s"], bytes(body), meta["c"],
+        seq=int(seq), enqueued_at=float(enqueued_at), attempts=int(attempts),
+        last_error=_s(last_error or b""), died_at=float(died) if died is not None else None)
+
+
+_FIELDS = ("m", "body", "enqueued_at", "attempts", "last_error", "died_at")
 
 
 def _f(x: float) -> str:
@@ -192,6 +218,7 @@ class RedisOutbox:
         self.prefix = prefix
         self._append = self.sync.register_script(_APPEND)
         self._claim = self.client.register_script(_CLAIM)
+        self._take = self.client.register_script(_TAKE)
         self._advance = self.client.register_script(_ADVANCE)
         self._dead = self.client.register_script(_DEAD)
         self._retry = self.client.register_script(_RETRY)
@@ -212,12 +239,16 @@ class RedisOutbox:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def append(self, entries: Sequence[OutboxEntry], now: float) -> list[bool]:
-        args: list[Any] = [_f(now)]
-        for e in entries:
-            args += [e.destination, e.key, e.event_id, e.event_name, e.signing_key, e.body,
-                     _f(e.created_at)]
-        return [bool(x) for x in self._append(keys=[self.prefix], args=args)]
+    def append(self, entries: Sequence[OutboxEntry], now: float, *,
+               claim: Sequence[bool] = (), owner: str = "",
+               lease_until: float = 0.0) -> list[Appended]:
+        args: list[Any] = [_f(now), owner, _f(lease_until)]
+        for i, e in enumerate(entries):
+            meta = json.dumps({"d": e.destination, "k": e.key, "i": e.event_id, "n": e.event_name,
+                               "s": e.signing_key, "c": e.created_at}, separators=(",", ":"))
+            args += [e.destination, e.key, meta, e.body, "1" if i < len(claim) and claim[i] else "0"]
+        return [Appended(True, int(x)) if x > 0 else Appended(x < 0)
+                for x in self._append(keys=[self.prefix], args=args)]
 
     # -- sending -------------------------------------------------------------------------------
 
@@ -238,6 +269,12 @@ class RedisOutbox:
         if not reply:
             return None
         return _record(reply[0], reply[1])
+
+    async def take(self, destination: str, now: float, lease_until: float, owner: str,
+                   limit: int) -> tuple[list[OutboxRecord], float | None]:
+        heads, next_at = await self._take(
+            keys=[self.prefix], args=[destination, _f(now), _f(lease_until), owner, limit])
+        return [_record(h[0], h[1]) for h in heads], float(next_at) if next_at else None
 
     async def claim(self, destination: str, key: str, now: float, lease_until: float,
                     owner: str) -> OutboxRecord | None:
@@ -271,16 +308,9 @@ class RedisOutbox:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
             for seq in seqs:
-                pipe.hgetall(f"{self.prefix}e:{_s(seq)}")
+                pipe.hmget(f"{self.prefix}e:{_s(seq)}", _FIELDS)
             rows = await pipe.execute()
-        out = []
-        for seq, row in zip(seqs, rows):
-            if row:
-                flat: list = []
-                for k, v in row.items():
-                    flat += [k, v]
-                out.append(_record(_s(seq), flat))
-        return out
+        return [_record(_s(seq), row) for seq, row in zip(seqs, rows) if row[0] is not None]
 
     async def pending(self, limit: int, destination: str | None = None) -> list[OutboxRecord]:
         out: list[OutboxRecord] = []

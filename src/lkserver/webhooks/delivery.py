@@ -87,11 +87,26 @@ class WebhookDelivery:
         key = core.event_key(wh)
         entries = [OutboxEntry(d.url, key, event.id, str(event.name), d.signing_key, body,
                                event.created_at) for d in dests]
-        new_queues = self.outbox.append(entries, self.clock())
+        # fast path: a sender with room to spare takes a queue this event starts right away,
+        # from memory, without a round trip to the store
+        senders = [self._sender_with_room(d.url, key) for d in dests]
+        now = self.clock()
+        appended = self.outbox.append(entries, now, claim=[s is not None for s in senders],
+                                      owner=self.owner, lease_until=now + self.lease)
         self.metrics.enqueued.labels(str(event.name)).inc(len(entries))
-        for d, new in zip(dests, new_queues):
-            if new:
-                self._wake(d.url)
+        for entry, sender, res in zip(entries, senders, appended):
+            if res.claimed_seq and sender is not None:
+                sender.start_drain(OutboxRecord(**vars(entry), seq=res.claimed_seq, enqueued_at=now))
+            elif res.new_queue:
+                self._wake(entry.destination)
+
+    def _sender_with_room(self, url: str, key: str) -> DestinationSender | None:
+        if not self._started or self._stopping:
+            return None
+        s = self.senders.get(url)
+        if s is None or s.done or s.stopping or key in s.active or len(s.active) >= s.limit():
+            return None
+        return s
 
     def _wake(self, url: str) -> None:
         if not self._started or self._stopping:
@@ -209,13 +224,20 @@ class DestinationSender:
         idle_since: float | None = None
         while not self.stopping:
             self.wakeup.clear()
+            free = self.limit() - len(self.active)
+            now = e.clock()
             try:
-                claimed, nothing_ready = await self._take_ready()
-                next_at = await e.outbox.next_ready_at(self.url)
+                # one store call per wake-up: claim what is ready, learn when more will be
+                heads, next_at = await e.outbox.take(self.url, now, now + e.lease, e.owner,
+                                                     max(0, free))
             except Exception:
                 log.exception("webhook_outbox_failed", url=safe_url(self.url))
                 await asyncio.sleep(e.poll_interval)
                 continue
+            for record in heads:
+                self.start_drain(record)
+            if len(heads) == free > 0:
+                continue  # maybe more are ready than we took
             now = e.clock()
             if next_at is None and not self.active:
                 # nothing queued: a URL that is not configured (a per-request one) retires
@@ -225,42 +247,22 @@ class DestinationSender:
                         return
             else:
                 idle_since = None
-            if len(self.active) >= self._limit():
-                timeout = e.poll_interval  # a finishing drain wakes us
-            elif next_at is None:
-                timeout = e.poll_interval
-            else:
-                timeout = min(e.poll_interval, max(0.0, next_at - now))
-                if timeout == 0.0 and not claimed and not nothing_ready:
-                    timeout = 0.05  # ready queues held elsewhere: do not spin
-            if timeout > 0:
-                try:
-                    await asyncio.wait_for(self.wakeup.wait(), timeout)
-                except TimeoutError:
-                    pass
+            timeout = e.poll_interval
+            if next_at is not None and len(self.active) < self.limit():
+                timeout = min(timeout, max(0.01, next_at - now))
+            try:
+                await asyncio.wait_for(self.wakeup.wait(), timeout)
+            except TimeoutError:
+                pass
 
-    def _limit(self) -> int:
+    def limit(self) -> int:
+        """Queues in flight at most: one while the destination fails (a probe), else the max."""
         return 1 if self.failing else self.engine.max_in_flight
 
-    async def _take_ready(self) -> tuple[int, bool]:
-        """Claim ready queues up to the limit; (how many claimed, whether none was ready)."""
-        e = self.engine
-        free = self._limit() - len(self.active)
-        if free <= 0:
-            return 0, False
-        now = e.clock()
-        keys = await e.outbox.ready_keys(self.url, now, free + len(self.active))
-        claimed = 0
-        for key in keys:
-            if key in self.active:
-                continue  # our lease ran out while a request hung; that drain still owns it
-            if len(self.active) >= self._limit():
-                break
-            record = await e.outbox.claim(self.url, key, now, now + e.lease, e.owner)
-            if record is not None:
-                self.active[key] = asyncio.create_task(self._drain(key, record))
-                claimed += 1
-        return claimed, not keys
+    def start_drain(self, record: OutboxRecord) -> None:
+        if record.key in self.active:
+            return  # (cannot happen while leases outlive requests) its drain goes on
+        self.active[record.key] = asyncio.create_task(self._drain(record.key, record))
 
     async def _drain(self, key: str, record: OutboxRecord | None) -> None:
         """Deliver one queue in order until it is empty, an attempt fails, or we stop."""
