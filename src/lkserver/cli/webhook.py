@@ -196,8 +196,8 @@ def outbox(
         try:
             ob = store.outbox
             if redeliver:
-                dead = await ob.dead(10**9, destination)
-                moved = await ob.redeliver(time.time(), [d.seq for d in dead])
+                seqs = [d.seq for d in await ob.dead(10**9, destination)] if destination else None
+                moved = await ob.redeliver(time.time(), seqs)
                 err.print(f"redelivering {moved} dead webhook event(s)")
             counts = await ob.counts()
             pending = await ob.pending(limit, destination)
