@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses; installed only when missing (needs root or sudo).
+# redis-server: the Redis store tests; chromium: livekit-client's realtime tests (driven by
+# playwright-core with executablePath /usr/bin/chromium; no browser is ever downloaded).
 set -euo pipefail
-PKGS=(redis-server)
+PKGS=(redis-server chromium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
