@@ -10,6 +10,7 @@ each transport gets a socket from `port_range_start..port_range_end`. ICE over T
 from __future__ import annotations
 
 import asyncio
+import errno
 import socket
 import struct
 from typing import Any, Protocol
@@ -52,6 +53,7 @@ class UdpMux(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
         self.by_addr: dict[Any, tuple[Endpoint, Path]] = {}
         self.port = 0
+        self.ip = ""  # the address advertised for this socket
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -170,7 +172,13 @@ def _parse_range(udp_port: Any) -> tuple[int, int] | None:
 
 
 class MediaNetwork:
-    """Owns the media sockets and the registry of transports by ICE ufrag."""
+    """Owns the media sockets and the registry of transports by ICE ufrag.
+
+    UDP sockets are bound to each advertised IP rather than to 0.0.0.0: a reply from a wildcard
+    socket leaves with whatever source address the kernel picks, and a STUN response from an
+    address other than the one checked fails the client's check (RFC 8445 §7.2.5.2.1). An
+    advertised IP that is not local (NAT 1:1) gets a wildcard socket on the same port.
+    """
 
     def __init__(self, *, bind_host: str = "0.0.0.0", node_ips: list[str], udp_port: Any = 0,
                  port_range: tuple[int, int] = (50000, 60000), tcp_port: int = 0) -> None:
@@ -181,8 +189,8 @@ class MediaNetwork:
         self.tcp_port_config = tcp_port
         self.tcp_port = 0
         self.by_ufrag: dict[str, Endpoint] = {}
-        self.shared_muxes: list[UdpMux] = []
-        self.own_mux: dict[int, UdpMux] = {}  # id(endpoint) -> its own socket (port range mode)
+        self.shared_groups: list[list[UdpMux]] = []  # per shared port: one socket per advertised IP
+        self.own_groups: dict[int, list[UdpMux]] = {}  # id(endpoint) -> its sockets (port range mode)
         self.tcp_server: asyncio.AbstractServer | None = None
         self.tcp_connections: set[TcpConnection] = set()
         self._next = 0
@@ -193,11 +201,9 @@ class MediaNetwork:
             start, end = self.udp_ports
             for port in range(start, end + 1):
                 try:
-                    sock = _udp_socket(self.bind_host, port)
+                    self.shared_groups.append(await self._bind_group(port))
                 except OSError as e:
-                    raise OSError(e.errno, f"cannot listen on UDP {self.bind_host}:{port}: {e.strerror}") from None
-                _, mux = await loop.create_datagram_endpoint(lambda: UdpMux(self), sock=sock)
-                self.shared_muxes.append(mux)
+                    raise OSError(e.errno, f"cannot listen on UDP port {port}: {e.strerror}") from None
         if self.tcp_port_config >= 0:
             def factory() -> TcpConnection:
                 conn = TcpConnection(self)
@@ -211,33 +217,61 @@ class MediaNetwork:
                 raise OSError(e.errno, f"cannot listen on TCP {self.bind_host}:{self.tcp_port_config}: "
                                        f"{e.strerror}") from None
             self.tcp_port = self.tcp_server.sockets[0].getsockname()[1]
-        log.info("media_network_started", udp=",".join(str(m.port) for m in self.shared_muxes) or
-                 f"{self.port_range[0]}-{self.port_range[1]}", tcp=self.tcp_port or "off",
-                 node_ips=",".join(self.node_ips))
+        log.info("media_network_started",
+                 udp=",".join(str(g[0].port) for g in self.shared_groups)
+                 or f"{self.port_range[0]}-{self.port_range[1]}",
+                 tcp=self.tcp_port or "off", node_ips=",".join(self.node_ips))
+
+    async def _bind_group(self, port: int) -> list[UdpMux]:
+        """One socket per advertised IP, all on `port`."""
+        loop = asyncio.get_running_loop()
+        group: list[UdpMux] = []
+        wildcard: UdpMux | None = None
+        try:
+            for ip in self.node_ips:
+                try:
+                    sock = _udp_socket(ip, port)
+                except OSError as e:
+                    if e.errno != errno.EADDRNOTAVAIL:
+                        raise
+                    if wildcard is None:  # not a local address: receive on every interface
+                        _, wildcard = await loop.create_datagram_endpoint(
+                            lambda: UdpMux(self), sock=_udp_socket(self.bind_host, port))
+                    group.append(_Advertised(wildcard, ip))  # type: ignore[arg-type]
+                    continue
+                _, mux = await loop.create_datagram_endpoint(lambda: UdpMux(self), sock=sock)
+                mux.ip = ip
+                group.append(mux)
+        except OSError:
+            for mux in group:
+                mux.close()
+            raise
+        return group
 
     async def stop(self) -> None:
-        for mux in self.shared_muxes + list(self.own_mux.values()):
-            mux.close()
-        self.shared_muxes.clear()
-        self.own_mux.clear()
+        for group in self.shared_groups + list(self.own_groups.values()):
+            for mux in group:
+                mux.close()
+        self.shared_groups.clear()
+        self.own_groups.clear()
         for conn in list(self.tcp_connections):
             conn.close()
         if self.tcp_server is not None:
             self.tcp_server.close()
             self.tcp_server = None
 
-    async def register(self, endpoint: Endpoint, ufrag: str) -> UdpMux:
-        """Admit checks for `ufrag`; returns the UDP socket the endpoint's candidates name."""
+    async def register(self, endpoint: Endpoint, ufrag: str) -> list[UdpMux]:
+        """Admit checks for `ufrag`; returns the UDP sockets the endpoint's candidates name."""
         self.by_ufrag[ufrag] = endpoint
-        if self.shared_muxes:
-            mux = self.shared_muxes[self._next % len(self.shared_muxes)]
+        if self.shared_groups:
+            group = self.shared_groups[self._next % len(self.shared_groups)]
             self._next += 1
-            return mux
-        mux = self.own_mux.get(id(endpoint))
-        if mux is None:
-            mux = await self._bind_from_range()
-            self.own_mux[id(endpoint)] = mux
-        return mux
+            return group
+        group = self.own_groups.get(id(endpoint))
+        if group is None:
+            group = await self._bind_from_range()
+            self.own_groups[id(endpoint)] = group
+        return group
 
     def rekey(self, endpoint: Endpoint, old_ufrag: str, new_ufrag: str) -> None:
         if self.by_ufrag.get(old_ufrag) is endpoint:
@@ -247,37 +281,55 @@ class MediaNetwork:
     def unregister(self, endpoint: Endpoint, ufrag: str) -> None:
         if self.by_ufrag.get(ufrag) is endpoint:
             del self.by_ufrag[ufrag]
-        for mux in self.shared_muxes:
-            mux.forget(endpoint)
-        own = self.own_mux.pop(id(endpoint), None)
-        if own is not None:
-            own.close()
+        for group in self.shared_groups:
+            for mux in group:
+                mux.forget(endpoint)
+        own = self.own_groups.pop(id(endpoint), None)
+        for mux in own or []:
+            mux.close()
         for conn in list(self.tcp_connections):
             conn.forget(endpoint)
 
-    async def _bind_from_range(self) -> UdpMux:
-        loop = asyncio.get_running_loop()
+    async def _bind_from_range(self) -> list[UdpMux]:
         start, end = self.port_range
         span = end - start + 1
         for i in range(span):
             port = start + (self._next + i) % span
             try:
-                sock = _udp_socket(self.bind_host, port)
+                group = await self._bind_group(port)
             except OSError:
                 continue
             self._next = (self._next + i + 1) % span
-            _, mux = await loop.create_datagram_endpoint(lambda: UdpMux(self), sock=sock)
-            return mux
+            return group
         raise OSError(f"no free UDP port in {start}-{end}")
 
-    def candidates(self, mux: UdpMux) -> list[Candidate]:
+    def candidates(self, group: list[UdpMux]) -> list[Candidate]:
         out = []
-        for i, ip in enumerate(self.node_ips):
-            out.append(Candidate(f"{i + 1}", 1, "udp", 2130706431 - i, ip, mux.port, "host"))
-            if self.tcp_port:
+        for i, mux in enumerate(group):
+            out.append(Candidate(f"{i + 1}", 1, "udp", 2130706431 - i, mux.ip, mux.port, "host"))
+        if self.tcp_port:
+            for i, ip in enumerate(self.node_ips):
                 out.append(Candidate(f"{i + 101}", 1, "tcp", 1671430143 - i, ip, self.tcp_port, "host",
                                      tcptype="passive"))
         return out
+
+
+class _Advertised:
+    """A wildcard socket advertised under a (non-local, NAT-mapped) IP."""
+
+    def __init__(self, mux: UdpMux, ip: str) -> None:
+        self.mux = mux
+        self.ip = ip
+
+    @property
+    def port(self) -> int:
+        return self.mux.port
+
+    def forget(self, endpoint: Endpoint) -> None:
+        self.mux.forget(endpoint)
+
+    def close(self) -> None:
+        self.mux.close()
 
 
 def _udp_socket(host: str, port: int) -> socket.socket:

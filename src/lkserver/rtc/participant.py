@@ -149,6 +149,9 @@ class Subscription:
 
     def detach(self) -> None:
         if self.down is not None:
+            retired = self.subscriber.service.retired
+            retired["forwarded_packets"] += self.down.packets_sent
+            retired["forwarded_bytes"] += self.down.octets_sent
             up = self.down.up
             if self.down in up.downs:
                 up.downs.remove(self.down)

@@ -118,6 +118,8 @@ class RtcService:
         self.speakers: dict[str, dict[str, SpeakerState]] = {}  # room name -> track sid -> state
         self.speaker_levels: dict[str, dict[str, float]] = {}  # room name -> participant sid -> level
         self._tasks: list[asyncio.Task] = []
+        # counters of streams that ended (live ones are summed at scrape time)
+        self.retired = {"forwarded_packets": 0, "forwarded_bytes": 0, "received_packets": 0}
         # ICE candidate preference a client asked for its next session (simulate force-tcp)
         self.ice_preferences: dict[tuple[str, str], tuple[str, float]] = {}
         # (room, identity) whose next resume is refused (simulate disconnect-signal-on-resume)
@@ -165,6 +167,17 @@ class RtcService:
             elif now - p.detached_at > RESUME_WINDOW:
                 log.info("signal_resume_window_over", identity=p.identity, room=p.room.name)
                 p.close(pm.DisconnectReason.SIGNAL_CLOSE, send_leave=False)
+
+    def media_stats(self) -> dict[str, int]:
+        out = dict(self.retired)
+        for p in self.participants.values():
+            for sub in p.subscriptions.values():
+                if sub.down is not None:
+                    out["forwarded_packets"] += sub.down.packets_sent
+                    out["forwarded_bytes"] += sub.down.octets_sent
+            for up in p.ups_by_ssrc.values():
+                out["received_packets"] += up.packets
+        return out
 
     def new_transport(self, name: str) -> WebRtcTransport:
         return WebRtcTransport(self.network, self.certificate, name)
@@ -535,6 +548,7 @@ class RtcService:
             del p.tracks_by_mid[track.mid]
         if track.up is not None:
             p.ups_by_ssrc.pop(track.up.ssrc, None)
+            self.retired["received_packets"] += track.up.packets
 
     def arrived(self, p: RtcParticipant) -> None:
         """A participant moved into p.room: tell it (RoomMovedResponse), republish, subscribe."""

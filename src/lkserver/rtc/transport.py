@@ -40,7 +40,7 @@ class WebRtcTransport:
         self.name = name
         self.ice = IceLiteAgent()
         self.dtls = DtlsEndpoint(certificate, self._send_raw, self._dtls_connected, self._dtls_closed)
-        self.mux: Optional[UdpMux] = None
+        self.muxes: list[UdpMux] = []
         self.path: Optional[Path] = None
         self.nominated = False
         self.sctp: Optional[RTCSctpTransport] = None
@@ -62,11 +62,10 @@ class WebRtcTransport:
         return self.dtls.state == "connected"
 
     async def start(self) -> None:
-        self.mux = await self.network.register(self, self.ice.local_ufrag)
+        self.muxes = await self.network.register(self, self.ice.local_ufrag)
 
     def local_candidates(self) -> list[Candidate]:
-        assert self.mux is not None
-        return self.network.candidates(self.mux)
+        return self.network.candidates(self.muxes)
 
     def set_remote(self, sd: SessionDescription) -> None:
         """Apply the remote description's ICE, DTLS and SCTP parameters."""

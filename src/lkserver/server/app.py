@@ -50,6 +50,7 @@ class Server:
         self.rtc = RtcService(config, self.rooms)
         for path, handler in self.rtc.routes().items():
             self.http.add_route(path, handler)
+        self.metrics.track_media(self.rtc.media_stats)
         self.metrics.track_rooms(lambda: len(self.rooms.rooms),
                                  lambda: sum(len(r.participants) for r in self.rooms.rooms.values()))
         self._runners: list[web.AppRunner] = []

@@ -36,6 +36,10 @@ class Metrics:
         self.rooms.set_function(count_rooms)
         self.participants.set_function(count_participants)
 
+    def track_media(self, stats: Callable[[], dict[str, int]]) -> None:
+        """Media counters computed at scrape time from the SFU's own counters (no per-packet cost)."""
+        self.registry.register(_MediaCollector(stats))
+
     def app(self, username: str = "", password: str = "") -> web.Application:
         """Serves the exposition on any path, with optional basic auth."""
         expected = ""
@@ -52,3 +56,21 @@ class Metrics:
         app = web.Application()
         app.router.add_route("GET", "/{tail:.*}", handle)
         return app
+
+
+class _MediaCollector:
+    NAMES = {
+        "forwarded_packets": "RTP packets forwarded to subscribers",
+        "forwarded_bytes": "RTP payload bytes forwarded to subscribers",
+        "received_packets": "RTP packets received from publishers",
+    }
+
+    def __init__(self, stats: Callable[[], dict[str, int]]) -> None:
+        self.stats = stats
+
+    def collect(self):  # type: ignore[no-untyped-def]
+        from prometheus_client.core import CounterMetricFamily
+
+        values = self.stats()
+        for key, doc in self.NAMES.items():
+            yield CounterMetricFamily(f"lkserver_rtp_{key}", doc, value=values.get(key, 0))
