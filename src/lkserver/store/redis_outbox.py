@@ -213,7 +213,8 @@ class RedisOutbox:
                  password: str | None = None, ssl: bool = False, prefix: str = PREFIX) -> None:
         opts: dict[str, Any] = {"host": host, "port": port, "db": db, "username": username,
                                 "password": password, "ssl": ssl}
-        self.sync = redis.Redis(**opts)
+        # the synchronous append blocks the event loop: never for long
+        self.sync = redis.Redis(**opts, socket_timeout=5.0, socket_connect_timeout=5.0)
         self.client = aioredis.Redis(**opts)
         self.prefix = prefix
         self._append = self.sync.register_script(_APPEND)

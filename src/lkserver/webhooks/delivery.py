@@ -124,7 +124,7 @@ class WebhookDelivery:
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=60),
             skip_auto_headers=("User-Agent",), auto_decompress=False)
-        if not getattr(self.outbox, "shared", False):
+        if not self.outbox.shared:
             # this process owns the store: leases left by a killed predecessor end now
             released = await self.outbox.release(None, self.clock())
             if released:
@@ -244,6 +244,8 @@ class DestinationSender:
                 if self.url not in e.settings.urls:
                     idle_since = idle_since or now
                     if now - idle_since > 60.0:
+                        if e.senders.get(self.url) is self:
+                            del e.senders[self.url]
                         return
             else:
                 idle_since = None
