@@ -37,26 +37,26 @@ class StructLogger:
     def __init__(self, name: str) -> None:
         self._logger = logging.getLogger(name)
 
-    def _log(self, level: int, event: str, fields: dict[str, Any], exc: bool = False) -> None:
+    def _log(self, level: int, event: str, fields: dict[str, Any], exc: bool = False, /) -> None:
         if not self._logger.isEnabledFor(level):
             return
         if fields:
             event = event + " " + " ".join(f"{k}={_fmt_value(v)}" for k, v in fields.items())
         self._logger.log(level, event, exc_info=exc)
 
-    def debug(self, event: str, **fields: Any) -> None:
+    def debug(self, event: str, /, **fields: Any) -> None:
         self._log(logging.DEBUG, event, fields)
 
-    def info(self, event: str, **fields: Any) -> None:
+    def info(self, event: str, /, **fields: Any) -> None:
         self._log(logging.INFO, event, fields)
 
-    def warning(self, event: str, **fields: Any) -> None:
+    def warning(self, event: str, /, **fields: Any) -> None:
         self._log(logging.WARNING, event, fields)
 
-    def error(self, event: str, **fields: Any) -> None:
+    def error(self, event: str, /, **fields: Any) -> None:
         self._log(logging.ERROR, event, fields)
 
-    def exception(self, event: str, **fields: Any) -> None:
+    def exception(self, event: str, /, **fields: Any) -> None:
         self._log(logging.ERROR, event, fields, exc=True)
 
 

@@ -122,7 +122,12 @@ def serve(
         fail(f"lkserver: {e}")
     setup_logging(cfg.logging.level)
     try:
-        asyncio.run(_serve(cfg))
+        try:
+            import uvloop  # the faster event loop, as ARCHITECTURE.md chooses
+
+            uvloop.run(_serve(cfg))
+        except ImportError:
+            asyncio.run(_serve(cfg))
     except OSError as e:
         fail(f"lkserver: {e}")
     except Exception as e:
