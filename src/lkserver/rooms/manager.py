@@ -65,6 +65,7 @@ class RoomManager:
         self._gone_listeners: list[Callable[[Room, ParticipantInfo], None]] = []
         # server-driven subscription changes (UpdateSubscriptions), applied by the SFU
         self._subscription_listeners: list[Callable[[Room, Participant, list[str], bool], None]] = []
+        self._codecs: tuple[list, list[Codec]] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,7 +137,7 @@ class RoomManager:
                 departure_timeout=req.departure_timeout if req.departure_timeout > 0 else s.departure_timeout,
                 max_participants=req.max_participants if req.max_participants > 0 else s.max_participants,
                 metadata=req.metadata,
-                enabled_codecs=[_codec(c) for c in s.enabled_codecs],
+                enabled_codecs=self._enabled_codecs(),
             )
             internal = RoomConfiguration(
                 egress=req.egress if req.HasField("egress") else None,
@@ -151,6 +152,13 @@ class RoomManager:
         log.info("room_started", room=info.name, sid=info.sid)
         self.events.publish(Event(EventName.ROOM_STARTED, room=room.to_proto()))
         return room.to_proto(), True
+
+    def _enabled_codecs(self) -> list[Codec]:
+        """room.enabled_codecs as Codec messages, built once (a Room copies them in)."""
+        source = self.settings.enabled_codecs
+        if self._codecs is None or self._codecs[0] is not source:
+            self._codecs = (source, [_codec(c) for c in source])
+        return self._codecs[1]
 
     def _apply_preset(self, req: CreateRoomRequest) -> CreateRoomRequest:
         """Fill the request's zero fields from `room.room_configurations[room_preset]`."""
@@ -172,11 +180,15 @@ class RoomManager:
             out.agents.extend(conf.agents)
         return out
 
-    def list_rooms(self, names: Iterable[str] = ()) -> list[RoomInfo]:
+    def live_rooms(self, names: Iterable[str] = ()) -> list[Room]:
+        """The named rooms that exist (all rooms without names), as ListRooms selects them."""
         names = list(names)
         if names:
-            return [self.rooms[n].to_proto() for n in names if n in self.rooms]
-        return [r.to_proto() for r in self.rooms.values()]
+            return [self.rooms[n] for n in names if n in self.rooms]
+        return list(self.rooms.values())
+
+    def list_rooms(self, names: Iterable[str] = ()) -> list[RoomInfo]:
+        return [r.to_proto() for r in self.live_rooms(names)]
 
     async def delete_room(self, name: str) -> None:
         room = self.require_room(name)

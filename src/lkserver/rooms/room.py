@@ -35,13 +35,20 @@ class Room:
     def non_dependent_count(self) -> int:
         return sum(1 for p in self.participants.values() if not p.is_dependent)
 
-    def to_proto(self) -> RoomInfo:
-        """The Room as the API and webhooks show it, with live counters."""
-        out = RoomInfo()
+    def to_proto(self, out: RoomInfo | None = None) -> RoomInfo:
+        """The Room as the API and webhooks show it, with live counters.
+
+        Written into `out` when given (say, `response.rooms.add()`: one copy instead of two)."""
+        if out is None:
+            out = RoomInfo()
         out.CopyFrom(self.info)
-        out.num_participants = self.non_dependent_count()
-        out.num_publishers = sum(1 for p in self.participants.values()
-                                 if not p.is_dependent and p.is_publisher)
+        participants = publishers = 0
+        for p in self.participants.values():
+            if not p.is_dependent:
+                participants += 1
+                publishers += p.is_publisher
+        out.num_participants = participants
+        out.num_publishers = publishers
         return out
 
     def should_close(self, now: float) -> bool:

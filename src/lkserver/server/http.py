@@ -10,11 +10,12 @@ text before any handler runs.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from typing import Awaitable, Callable, Mapping
 
 from aiohttp import web
 
-from ..auth import AuthError, Claims, verify_with_keys
+from ..auth import DEFAULT_LEEWAY, AuthError, Claims, verify_with_keys
 from ..logs import get_logger
 from ..services.context import RequestContext
 from ..twirp import Encoding, TwirpError, TwirpRouter, decode_request, encode_error, encode_response, encoding_for
@@ -71,12 +72,59 @@ def authenticate(request: web.Request, keys: Mapping[str, str]) -> tuple[Claims 
         raise AuthFailed(str(e)) from None
 
 
+Verified = tuple[Claims, dict, str]
+
+
+class TokenCache:
+    """Tokens this server verified, by their exact text: API clients reuse one token for many
+    calls (the SDKs mint one per call, but scripts and dashboards keep theirs), so a repeat skips
+    the HMAC, base64 and JSON work of `verify_with_keys`.
+
+    Answers never differ from verifying every time: an entry is used only while the clock is inside
+    the window verification checks (from max(nbf, iat) - leeway to exp + leeway), and outside it, or
+    on a miss, the token is verified in full and gets the full error. The keys are fixed for the
+    server's life, so what verified once stays verified. Only good tokens are kept (bad ones cannot
+    push good ones out); the cache is a bounded LRU of `size` entries.
+    """
+
+    def __init__(self, keys: Mapping[str, str], size: int = 1024,
+                 leeway: float = DEFAULT_LEEWAY.total_seconds(),
+                 clock: Callable[[], float] = time.time) -> None:
+        self.keys = keys
+        self.size = size
+        self.leeway = leeway
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[Verified, float, float]] = OrderedDict()
+
+    def verify(self, token: str) -> Verified:
+        """As `verify_with_keys(token, keys)`; raises AuthError the same way."""
+        now = self.clock()
+        entry = self._entries.get(token)
+        if entry is not None:
+            verified, not_before, expires = entry
+            if not_before <= now < expires:
+                self._entries.move_to_end(token)
+                return verified
+            del self._entries[token]
+        verified = verify_with_keys(token, self.keys, self.leeway)
+        payload = verified[1]
+        # the same int() coercions as the claim checks (hs256.validate_claims) made a moment ago
+        starts = [int(payload[k]) for k in ("nbf", "iat") if k in payload]
+        not_before = max(starts) - self.leeway if starts else float("-inf")
+        expires = int(payload["exp"]) + self.leeway
+        self._entries[token] = (verified, not_before, expires)
+        if len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+        return verified
+
+
 class HttpApp:
     """Owns the aiohttp application: exact and prefix routes, and the Twirp endpoint."""
 
     def __init__(self, keys: Mapping[str, str], twirp: TwirpRouter, metrics: Metrics,
                  max_body: int, health: Callable[[], bool]) -> None:
         self.keys = keys
+        self.tokens = TokenCache(keys)
         self.twirp = twirp
         self.metrics = metrics
         self.max_body = max_body
@@ -124,9 +172,19 @@ class HttpApp:
             raise web.HTTPRequestEntityTooLarge(max_size=self.max_body, actual_size=request.content_length)
         return await request.read()
 
+    def authenticate(self, request: web.Request) -> tuple[Claims | None, dict | None, str]:
+        """`authenticate()` through this app's token cache."""
+        token = token_from(request)
+        if token is None:
+            return None, None, ""
+        try:
+            return self.tokens.verify(token)
+        except AuthError as e:
+            raise AuthFailed(str(e)) from None
+
     async def handle_health(self, request: web.Request) -> web.StreamResponse:
         try:
-            authenticate(request, self.keys)
+            self.authenticate(request)
         except AuthFailed as e:
             return plain(401, e.message)
         if not self.health():
@@ -139,7 +197,7 @@ class HttpApp:
         if not self.twirp.owns(path):
             return plain(404, "404 page not found")
         try:
-            claims, _, api_key = authenticate(request, self.keys)
+            claims, _, api_key = self.authenticate(request)
         except AuthFailed as e:
             return plain(401, e.message)
         service = method = "unknown"
@@ -176,4 +234,4 @@ def twirp_error_response(err: TwirpError) -> web.Response:
     return resp
 
 
-__all__ = ["AuthFailed", "Encoding", "HttpApp", "authenticate", "plain", "token_from"]
+__all__ = ["AuthFailed", "Encoding", "HttpApp", "TokenCache", "authenticate", "plain", "token_from"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import base64
 import hmac
-from typing import Callable
+from typing import Any, Callable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -27,10 +27,19 @@ class Metrics:
         self.rooms = Gauge("lkserver_rooms", "Rooms hosted by this server", registry=self.registry)
         self.participants = Gauge("lkserver_participants", "Participants connected to this server",
                                   registry=self.registry)
+        self._twirp_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def observe_twirp(self, service: str, method: str, code: str, seconds: float) -> None:
-        self.twirp_requests.labels(service, method, code).inc()
-        self.twirp_latency.labels(service, method).observe(seconds)
+        # the labelled children, looked up once per (service, method, code): `labels()` validates
+        # and hashes its arguments under a lock on every call. Bounded: the services, their
+        # methods and the Twirp codes are fixed sets.
+        children = self._twirp_children.get((service, method, code))
+        if children is None:
+            children = (self.twirp_requests.labels(service, method, code),
+                        self.twirp_latency.labels(service, method))
+            self._twirp_children[(service, method, code)] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def track_rooms(self, count_rooms: Callable[[], int], count_participants: Callable[[], int]) -> None:
         self.rooms.set_function(count_rooms)

@@ -93,7 +93,10 @@ class RoomService:
 
     async def list_rooms(self, ctx: RequestContext, req: proto.ListRoomsRequest) -> proto.ListRoomsResponse:
         ctx.require_list()
-        return proto.ListRoomsResponse(rooms=self.rooms.list_rooms(req.names))
+        resp = proto.ListRoomsResponse()
+        for room in self.rooms.live_rooms(req.names):
+            room.to_proto(resp.rooms.add())
+        return resp
 
     async def delete_room(self, ctx: RequestContext, req: proto.DeleteRoomRequest) -> proto.DeleteRoomResponse:
         ctx.require_create()
