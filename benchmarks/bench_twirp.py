@@ -11,6 +11,8 @@ both processes' CPU use to prove it). Each connection reuses one valid token of 
 
 Scenarios, in one run on one server:
   bare        GET /                                   (health check: routing + auth middleware)
+  bare(POST)  POST / with a Twirp request's body, Content-Type and token (verified, from the cache):
+              the same handler as bare; shows what the request's shape costs before any Twirp work
   ListRooms   POST /twirp/livekit.RoomService/ListRooms, protobuf, --rooms rooms listed
   CreateRoom  POST /twirp/livekit.RoomService/CreateRoom, protobuf, a new room each time (stored
               durably before the answer; the rooms are deleted after each round, unmeasured)
@@ -40,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 KEY, SECRET = "devkey", "secret"
 TARGET = 0.6
 LISTEN_RE = re.compile(r"lkserver listening on http://[^:]+:(\d+)")
-SCENARIOS = ("bare", "ListRooms", "CreateRoom", "CreateRoom(existing)")
+SCENARIOS = ("bare", "bare(POST)", "ListRooms", "CreateRoom", "CreateRoom(existing)")
 
 
 # -- load generator (runs in its own process) ---------------------------------------------------------
@@ -104,6 +106,11 @@ def requests_for(scenario: str, conn_index: int) -> Callable[[int], bytes]:
 
     if scenario == "bare":
         fixed = http_request("GET", "/")
+        return lambda i: fixed
+    if scenario == "bare(POST)":  # GET /'s handler, with a Twirp request's shape: body, token, type
+        body = proto.ListRoomsRequest().SerializeToString() or b"\n\x00"
+        fixed = http_request("POST", "/", body, {
+            "Content-Type": "application/protobuf", "Authorization": "Bearer " + token(VideoGrants(room_list=True))})
         return lambda i: fixed
     if scenario == "ListRooms":
         body = proto.ListRoomsRequest().SerializeToString()
