@@ -129,7 +129,13 @@ function analyse(chunks) {
 
 async function main() {
   const a = parseArgs(process.argv.slice(2));
-  const out = { events: [], audio: {}, video: {}, data: [], rpc: null, errors: [] };
+  const out = { events: [], audio: {}, video: {}, data: [], rpc: null, errors: [], stage: 'connecting' };
+  // a hung SDK call must not hang the test: report what happened so far and exit
+  setTimeout(() => {
+    out.errors.push(`watchdog: still in stage ${out.stage} after ${a.seconds + 25} s`);
+    process.stdout.write(JSON.stringify(out) + '\n');
+    process.exit(0);
+  }, (a.seconds + 25) * 1000).unref();
   const t0 = performance.now();
   const ev = (event, extra = {}) =>
     out.events.push({ t: Math.round(performance.now() - t0) / 1000, event, ...extra });
@@ -139,6 +145,17 @@ async function main() {
   let running = true;
 
   const room = new Room();
+  // the Rust core's log records (warnings and errors, and its info lines about the session) go
+  // into the report: the Node SDK captures them but does not print them
+  out.sdk_log = [];
+  const onFfi = (e) => {
+    if (e.message.case !== 'logs') return;
+    for (const r of e.message.value.records) {
+      if (r.level <= 2 && out.sdk_log.length < 200 && r.target?.startsWith('livekit')) {
+        out.sdk_log.push(`${Math.round(performance.now() - t0) / 1000} ${['ERROR', 'WARN', 'INFO'][r.level]} ${r.target}: ${r.message?.slice(0, 500)}`);
+      }
+    }
+  };
 
   async function readAudio(track, key) {
     const stream = new AudioStream(track, { sampleRate: SR, numChannels: 1 });
@@ -201,7 +218,9 @@ async function main() {
     out.errors.push(`connect: ${e?.message ?? e}`);
     return out;
   }
+  globalThis._ffiClientInstance?.on('ffi_event', onFfi);
   out.connect_ms = Math.round((performance.now() - tConnect) * 10) / 10;
+  out.stage = 'connected';
   out.identity = room.localParticipant.identity;
   out.sid = room.localParticipant.sid;
   out.remote_at_join = [...room.remoteParticipants.keys()].sort();
@@ -320,7 +339,9 @@ async function main() {
       await sleep(a.simulateAfter * 1000);
       out.sid_before_simulate = room.localParticipant?.sid;
       try {
+        out.stage = 'simulating';
         await room.simulateScenario(kinds[a.simulate]);
+        out.stage = 'simulated';
         ev('simulated', { scenario: a.simulate });
       } catch (e) {
         out.errors.push(`simulate: ${e?.message ?? e}`);
@@ -329,6 +350,7 @@ async function main() {
   }
 
   await sleep(a.seconds * 1000);
+  out.stage = 'finishing';
   out.sid_final = room.localParticipant?.sid;
   out.remote_final = [...room.remoteParticipants.keys()].sort();
   out.connection_state = room.connectionState;
@@ -338,7 +360,10 @@ async function main() {
   out.first_frame_s = Object.fromEntries(
     Object.entries(firstFrame).map(([k, v]) => [k, Math.round(v - t0) / 1000]));
   running = false;
-  await room.disconnect().catch(() => {});
+  out.stage = 'disconnecting';
+  await Promise.race([room.disconnect().catch((e) => out.errors.push(`disconnect: ${e?.message ?? e}`)),
+                      sleep(5000).then(() => out.errors.push('disconnect: no answer in 5 s'))]);
+  out.stage = 'done';
   return out;
 }
 
