@@ -39,9 +39,11 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
         return s.getsockname()[1]
 
 
-def cpu_seconds(pid: int) -> float:
+def cpu_times(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of a process."""
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tck = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tck, int(fields[12]) / tck
 
 
 def metric(port: int, name: str) -> float:
@@ -82,30 +84,36 @@ logging: {{level: warning}}
 def run_case(http: int, metrics_port: int, server_pid: int, kind: str, subs: int) -> dict:
     url = f"ws://127.0.0.1:{http}"
     room = f"bench-{kind}-{subs}-{int(time.time())}"
-    total = WINDOW + 14 + subs * 0.15
+    total = WINDOW + 20 + subs * 0.5
     sub = subprocess.Popen(pinned([sys.executable, str(CLIENT), "sub", url, room, str(subs), str(total), KEY, SECRET], 1),
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    time.sleep(3 + subs * 0.12)
+    # every subscriber connected (and done trickling) before the publisher starts
+    deadline = time.time() + 60 + subs
+    while metric(metrics_port, "lkserver_participants") < subs and time.time() < deadline:
+        time.sleep(0.25)
+    time.sleep(3 + subs * 0.2)  # let the clients finish their own setup (ICE gathering, trickle)
     pub = subprocess.Popen(pinned([sys.executable, str(CLIENT), "pub", url, room, str(WINDOW + 8), KEY, SECRET, kind], 1),
                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert pub.stdout is not None
     published = json.loads(pub.stdout.readline())["published_wall"]
     time.sleep(4)
-    c0, p0, t0 = cpu_seconds(server_pid), metric(metrics_port, "lkserver_rtp_forwarded_packets"), time.monotonic()
+    (u0, s0), p0, t0 = cpu_times(server_pid), metric(metrics_port, "lkserver_rtp_forwarded_packets"), time.monotonic()
     r0 = metric(metrics_port, "lkserver_rtp_received_packets")
     time.sleep(WINDOW)
-    c1, p1, t1 = cpu_seconds(server_pid), metric(metrics_port, "lkserver_rtp_forwarded_packets"), time.monotonic()
+    (u1, s1), p1, t1 = cpu_times(server_pid), metric(metrics_port, "lkserver_rtp_forwarded_packets"), time.monotonic()
     r1 = metric(metrics_port, "lkserver_rtp_received_packets")
     pub.wait(60)
     out, _ = sub.communicate(timeout=120)
     reports = json.loads(out.strip().splitlines()[-1])
     forwarded = p1 - p0
-    cpu = c1 - c0
+    cpu = (u1 - u0) + (s1 - s0)
     connects = sorted(r["connect_ms"] for r in reports if "connect_ms" in r)
     firsts = sorted((r["first_frame_wall"] - published) * 1000 for r in reports if r.get("first_frame_wall"))
     return {
         "kind": kind, "subscribers": subs, "window_s": round(t1 - t0, 2),
         "server_cpu_pct": round(100 * cpu / (t1 - t0), 1),
+        "server_user_pct": round(100 * (u1 - u0) / (t1 - t0), 1),
+        "server_system_pct": round(100 * (s1 - s0) / (t1 - t0), 1),
         "received_pps": round((r1 - r0) / (t1 - t0), 1),
         "forwarded_pps": round(forwarded / (t1 - t0), 1),
         "us_per_forwarded_packet": round(1e6 * cpu / forwarded, 2) if forwarded else None,

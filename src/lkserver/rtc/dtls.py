@@ -23,6 +23,7 @@ from OpenSSL import SSL
 from pylibsrtp import Policy, Session
 
 from ..logs import get_logger
+from .srtp import SrtpContext
 
 log = get_logger("lkserver.rtc.dtls")
 
@@ -42,8 +43,8 @@ class DtlsEndpoint:
         self.remote_fingerprints: list[tuple[str, str]] = []
         self.state = "new"  # new, connecting, connected, closed, failed
         self._role = "server"
-        self.rx_srtp: Optional[Session] = None
-        self.tx_srtp: Optional[Session] = None
+        self.rx_srtp: Optional[SrtpContext] = None
+        self.tx_srtp: Optional[SrtpContext] = None
 
     # -- handshake -----------------------------------------------------------------------------
 
@@ -116,8 +117,8 @@ class DtlsEndpoint:
         # as DTLS server we send with the server key (index 1) and receive with the client's
         tx_key = profile.get_key_and_salt(material, 1)
         rx_key = profile.get_key_and_salt(material, 0)
-        self.rx_srtp = Session(_policy(rx_key, Policy.SSRC_ANY_INBOUND, profile.libsrtp_profile))
-        self.tx_srtp = Session(_policy(tx_key, Policy.SSRC_ANY_OUTBOUND, profile.libsrtp_profile))
+        self.rx_srtp = SrtpContext(Session(_policy(rx_key, Policy.SSRC_ANY_INBOUND, profile.libsrtp_profile)))
+        self.tx_srtp = SrtpContext(Session(_policy(tx_key, Policy.SSRC_ANY_OUTBOUND, profile.libsrtp_profile)))
         self.state = "connected"
         self._on_connected()
         return True
