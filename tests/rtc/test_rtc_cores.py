@@ -1,0 +1,294 @@
+"""The realtime protocol cores without sockets: SDP, RTP/RTCP, forwarding, ICE-lite, DTLS-SRTP.
+
+The SDP fixtures are offers captured from the official Python realtime SDK (Rust/libwebrtc).
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+
+import pytest
+from aioice import stun
+from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, certificate_digest
+from OpenSSL import SSL
+from pylibsrtp import Policy, Session
+
+from lkserver.rtc import negotiation, rtp, sdp
+from lkserver.rtc.dtls import DtlsEndpoint
+from lkserver.rtc.forward import DownTrack, UpTrack, h264_is_keyframe, vp8_is_keyframe
+from lkserver.rtc.ice import IceLiteAgent, is_stun, local_ufrag_of, parse_binding_request
+from lkserver.rtc.srtp import SrtpContext
+
+DATA = Path(__file__).parent / "data"
+
+
+# -- SDP ------------------------------------------------------------------------------------------
+
+def test_parse_official_client_offers():
+    join = sdp.parse((DATA / "rust_sdk_v1_join_offer.sdp").read_text())
+    assert [m.kind for m in join.media] == ["audio"] * 3 + ["video"] * 3 + ["application"]
+    assert all(m.direction == "recvonly" for m in join.media[:6])
+    assert join.bundle == [m.mid for m in join.media]
+    ufrag, pwd = join.ice_credentials()
+    assert ufrag and len(pwd) >= 22
+    assert join.dtls_fingerprints()[0][0] == "sha-256" and join.dtls_setup() == "actpass"
+    audio = join.media[0]
+    assert audio.codecs[0].name == "opus" and audio.codecs[0].clock_rate == 48000
+    assert audio.extmap_id(negotiation.EXT_AUDIO_LEVEL) and audio.extmap_id(negotiation.EXT_MID)
+    assert join.media[6].sctp_port == 5000
+
+    publish = sdp.parse((DATA / "rust_sdk_v1_publish_offer.sdp").read_text())
+    mic, cam = publish.media[7], publish.media[8]
+    assert (mic.direction, cam.direction) == ("sendonly", "sendonly")
+    assert mic.msid_track and mic.primary_ssrcs() == [1955448108]
+    assert cam.codecs[0].name == "VP8"
+
+
+@pytest.mark.parametrize("text", ["", "garbage", "v=0\r\nm=audio x", "v=0\r\na", "x" * 300000,
+                                  "v=0\r\nm=audio 9 RTP/SAVPF 111\r\na=rtpmap:abc opus/48000"])
+def test_garbage_sdp_is_an_sdp_error(text):
+    with pytest.raises(sdp.SdpError):
+        sdp.parse(text)
+
+
+def test_answer_to_a_publish_offer():
+    offer = sdp.parse((DATA / "rust_sdk_v1_publish_offer.sdp").read_text())
+    mic = offer.media[7]
+    codec = negotiation.choose_publish_codec(mic)
+    assert codec is not None and codec.name == "opus"
+    section = negotiation.answer_publish_section(mic, codec)
+    local = negotiation.LocalParams("ufrag", "p" * 24, ["a=fingerprint:sha-256 AA"],
+                                    [sdp.Candidate("1", 1, "udp", 2130706431, "127.0.0.1", 7882, "host")])
+    text = negotiation.write_description([section], local, "passive")
+    answer = sdp.parse(text)
+    assert answer.ice_lite
+    m = answer.media[0]
+    assert m.direction == "recvonly" and m.setup == "passive" and m.ice_ufrag == "ufrag"
+    assert [c.name for c in m.codecs] == ["opus"] and m.codecs[0].pt == codec.pt
+    assert {e.uri for e in m.extmaps} == {negotiation.EXT_MID, negotiation.EXT_AUDIO_LEVEL}
+    assert m.candidates[0].host == "127.0.0.1" and m.candidates[0].port == 7882
+
+
+def test_subscriber_codec_matching():
+    offer = sdp.parse((DATA / "rust_sdk_v1_join_offer.sdp").read_text())
+    video = offer.media[3]
+    vp8 = negotiation.codec_for_subscriber(video, negotiation.TrackCodec("video/VP8", 90000))
+    assert vp8 is not None and vp8.name == "VP8"
+    h264 = negotiation.codec_for_subscriber(video, negotiation.TrackCodec(
+        "video/H264", 90000, fmtp="level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f"))
+    assert h264 is not None and "packetization-mode=1" in h264.fmtp
+    assert negotiation.codec_for_subscriber(video, negotiation.TrackCodec("video/AV2", 90000)) is None
+
+
+# -- RTP / RTCP ----------------------------------------------------------------------------------------
+
+def packet(seq: int = 1, ts: int = 960, ssrc: int = 1234, pt: int = 111, marker: int = 0,
+           ext: bytes = b"", payload: bytes = b"\x01\x02\x03", padding: int = 0) -> bytes:
+    b0 = 0x80 | (0x10 if ext else 0) | (0x20 if padding else 0)
+    body = payload + (b"\x00" * (padding - 1) + bytes([padding]) if padding else b"")
+    return rtp.RTP_HEADER.pack(b0, (marker << 7) | pt, seq, ts, ssrc) + ext + body
+
+
+def test_rtp_parse_rewrite_and_extensions():
+    ext = rtp.one_byte_extensions([(1, b"\x85"), (4, b"0")])
+    buf = packet(seq=65535, ts=4000000000, marker=1, ext=ext, payload=b"opus")
+    h = rtp.parse_rtp(buf)
+    assert (h.pt, h.marker, h.seq, h.ts, h.ssrc) == (111, 1, 65535, 4000000000, 1234)
+    assert rtp.get_extension(buf, h, 1) == b"\x85" and rtp.get_extension(buf, h, 4) == b"0"
+    assert rtp.get_extension(buf, h, 7) is None
+    out = rtp.rewrite(buf, h, 96, 65536 + 5, 2**32 + 7, 42)
+    h2 = rtp.parse_rtp(out)
+    assert (h2.pt, h2.marker, h2.seq, h2.ts, h2.ssrc) == (96, 1, 5, 7, 42)
+    assert out[h2.payload_offset:] == b"opus" and not h2.ext_start
+    two_byte = struct.pack("!HH", 0x1000, 1) + bytes([3, 1, 0x55, 0])
+    hb = rtp.parse_rtp(packet(ext=two_byte))
+    assert rtp.get_extension(packet(ext=two_byte), hb, 3) == b"\x55"
+    assert rtp.parse_rtp(b"\x80\x6f") is None and rtp.parse_rtp(b"\x00" * 12) is None
+    assert rtp.payload_size(packet(padding=4, payload=b""), rtp.parse_rtp(packet(padding=4, payload=b""))) == 0
+
+
+def test_rtcp_builders_and_parsers():
+    sr = rtp.build_sr(7, rtp.ntp_now(1_700_000_000.5), 1234, 10, 1000)
+    pli = rtp.build_pli(1, 7)
+    rr = rtp.build_rr(1, [rtp.ReportBlock(7, 12, -3, 70000, 5, 99, 100)])
+    packets = list(rtp.iter_rtcp(sr + pli + rr))
+    assert [p.pt for p in packets] == [rtp.RTCP_SR, rtp.RTCP_PSFB, rtp.RTCP_RR]
+    parsed = rtp.parse_sr(packets[0])
+    assert parsed.ssrc == 7 and parsed.rtp_ts == 1234 and parsed.packets == 10
+    assert rtp.feedback_ssrcs(packets[1]) == (1, 7) and packets[1].count == rtp.PSFB_PLI
+    block = rtp.parse_report_blocks(packets[2])[0]
+    assert (block.ssrc, block.fraction_lost, block.cumulative_lost, block.highest_seq) == (7, 12, -3, 70000)
+    nack = rtp.RTCP_HEADER.pack(0x81, rtp.RTCP_RTPFB, 3) + struct.pack("!IIHH", 1, 7, 100, 0b101)
+    assert rtp.parse_nack(next(rtp.iter_rtcp(nack))) == [100, 101, 103]
+    assert list(rtp.iter_rtcp(b"\x80\xc8\xff\xff")) == []  # length beyond the buffer
+    assert rtp.is_rtcp(sr) and not rtp.is_rtcp(packet())
+
+
+# -- forwarding ---------------------------------------------------------------------------------------
+
+def test_keyframe_detection():
+    # VP8: X=1 S=1 PID=0, I=1 with a 15-bit picture id, then a key frame header (P bit 0)
+    assert vp8_is_keyframe(bytes([0x90, 0x80, 0x81, 0x23, 0x10, 0x02, 0x00]))
+    assert not vp8_is_keyframe(bytes([0x90, 0x80, 0x81, 0x23, 0x11, 0x02, 0x00]))  # inter frame
+    assert not vp8_is_keyframe(bytes([0x80, 0x80, 0x81, 0x23, 0x10]))  # not a partition start
+    assert h264_is_keyframe(bytes([0x67, 0x42]))  # SPS
+    assert h264_is_keyframe(bytes([0x78, 0x00, 0x02, 0x67, 0x42, 0x00, 0x02, 0x68, 0xce]))  # STAP-A with SPS
+    assert h264_is_keyframe(bytes([0x7c, 0x85, 0x88]))  # FU-A start of an IDR
+    assert not h264_is_keyframe(bytes([0x7c, 0x05, 0x88]))  # FU-A continuation
+    assert not h264_is_keyframe(bytes([0x41, 0x9a]))  # non-IDR slice
+
+
+def test_downtrack_rewrites_starts_on_keyframes_and_skips_padding():
+    sent: list[bytes] = []
+    requests: list[int] = []
+    up = UpTrack("TR_V", 5555, "vp8", 90000, True, lambda: requests.append(1))
+    down = DownTrack(up, "PA_x", 77, 100, sent.append, lambda b: None)
+    up.downs.append(down)
+    delta = bytes([0x90, 0x80, 0x81, 0x23, 0x11, 0x02])
+    key = bytes([0x90, 0x80, 0x81, 0x24, 0x10, 0x02])
+    for seq, payload in ((10, delta), (11, key), (12, delta)):
+        buf = packet(seq=seq, ts=seq * 3000, ssrc=5555, pt=96, payload=payload)
+        up.on_rtp(buf, rtp.parse_rtp(buf), 0.0)
+    assert requests and len(sent) == 2  # the delta frame before the keyframe is held back
+    pad = packet(seq=13, ts=39000, ssrc=5555, pt=96, payload=b"", padding=8)
+    up.on_rtp(pad, rtp.parse_rtp(pad), 0.0)
+    after = packet(seq=14, ts=42000, ssrc=5555, pt=96, payload=delta)
+    up.on_rtp(after, rtp.parse_rtp(after), 0.0)
+    hs = [rtp.parse_rtp(b) for b in sent]
+    assert [h.ssrc for h in hs] == [77, 77, 77] and {h.pt for h in hs} == {100}
+    seqs = [h.seq for h in hs]
+    assert seqs[1] == (seqs[0] + 1) & 0xFFFF and seqs[2] == (seqs[1] + 1) & 0xFFFF  # no hole for the padding
+    assert (hs[1].ts - hs[0].ts) & 0xFFFFFFFF == 3000
+    # sender reports are translated into the subscriber's timestamp base
+    reports: list[bytes] = []
+    down.send_rtcp = reports.append
+    up.on_sender_report(rtp.SenderReport(5555, rtp.ntp_now(1.0), 11 * 3000, 3, 30), 0.0)
+    sr = rtp.parse_sr(next(rtp.iter_rtcp(reports[0])))
+    assert sr.ssrc == 77 and sr.rtp_ts == hs[0].ts and sr.packets == 3
+
+
+def test_uptrack_receiver_report_counts_losses():
+    up = UpTrack("TR_A", 9, "opus", 48000, False, lambda: None)
+    for seq in (1, 2, 5, 6):  # 3 and 4 lost
+        buf = packet(seq=seq, ssrc=9)
+        up.on_rtp(buf, rtp.parse_rtp(buf), seq * 0.02)
+    block = up.report_block(1.0)
+    assert block.cumulative_lost == 2 and block.highest_seq == 6 and block.fraction_lost == 256 * 2 // 6
+
+
+# -- ICE-lite ---------------------------------------------------------------------------------------
+
+def binding_request(username: str, pwd: str, use_candidate: bool = False) -> bytes:
+    msg = stun.Message(stun.Method.BINDING, stun.Class.REQUEST)
+    msg.attributes["USERNAME"] = username
+    msg.attributes["PRIORITY"] = 1
+    msg.attributes["ICE-CONTROLLING"] = 1
+    if use_candidate:
+        msg.attributes["USE-CANDIDATE"] = None
+    msg.add_message_integrity(pwd.encode())
+    return bytes(msg)
+
+
+def test_ice_lite_answers_only_authenticated_checks():
+    agent = IceLiteAgent()
+    good = binding_request(f"{agent.local_ufrag}:client", agent.local_pwd, use_candidate=True)
+    assert is_stun(good)
+    msg = parse_binding_request(good)
+    assert local_ufrag_of(msg) == agent.local_ufrag
+    result = agent.handle_binding_request(msg, ("127.0.0.2", 5000))
+    assert result.nominated
+    response = stun.parse_message(result.response)
+    assert response.message_class == stun.Class.RESPONSE
+    assert response.attributes["XOR-MAPPED-ADDRESS"] == ("127.0.0.2", 5000)
+    assert response.check_message_integrity(agent.local_pwd.encode())
+    wrong_pwd = parse_binding_request(binding_request(f"{agent.local_ufrag}:client", "x" * 24))
+    assert agent.handle_binding_request(wrong_pwd, ("127.0.0.2", 5000)) is None
+    wrong_user = parse_binding_request(binding_request("other:client", agent.local_pwd))
+    assert agent.handle_binding_request(wrong_user, ("127.0.0.2", 5000)) is None
+    assert parse_binding_request(b"\x00\x01garbage") is None
+
+
+# -- DTLS-SRTP ----------------------------------------------------------------------------------------
+
+async def test_dtls_handshake_and_srtp_keys_with_an_openssl_client():
+    server_cert, client_cert = RTCCertificate.generateCertificate(), RTCCertificate.generateCertificate()
+    to_client: list[bytes] = []
+    connected: list[bool] = []
+    server = DtlsEndpoint(server_cert, to_client.append, lambda: connected.append(True), lambda r: None)
+    server.start([(f.algorithm, f.value) for f in client_cert.getFingerprints()])
+    client = SSL.Connection(client_cert._create_ssl_context(srtp_profiles=SRTP_PROFILES))
+    client.set_connect_state()
+    for _ in range(10):
+        try:
+            client.do_handshake()
+        except SSL.WantReadError:
+            pass
+        while True:
+            try:
+                data = client.bio_read(65536)
+            except SSL.WantReadError:
+                break
+            server.handle(data)
+        for data in to_client:
+            client.bio_write(data)
+        to_client.clear()
+        if connected:
+            break
+    assert connected and server.state == "connected"
+    assert certificate_digest(client.get_peer_certificate(as_cryptography=True), "sha-256") == \
+        server_cert.getFingerprints()[0].value
+    # the client's keys (as DTLS client) decrypt what the server protects
+    profile = next(p for p in SRTP_PROFILES if p.openssl_profile == client.get_selected_srtp_profile())
+    material = client.export_keying_material(b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length))
+    rx = Session(Policy(key=profile.get_key_and_salt(material, 1), ssrc_type=Policy.SSRC_ANY_INBOUND,
+                        srtp_profile=profile.libsrtp_profile))
+    plain = packet(seq=7, payload=os.urandom(50))
+    assert rx.unprotect(server.tx_srtp.protect(plain)) == plain
+
+
+async def test_dtls_rejects_a_wrong_fingerprint():
+    server_cert, client_cert = RTCCertificate.generateCertificate(), RTCCertificate.generateCertificate()
+    to_client: list[bytes] = []
+    closed: list[str] = []
+    server = DtlsEndpoint(server_cert, to_client.append, lambda: None, closed.append)
+    server.start([("sha-256", "00:" * 31 + "00")])
+    client = SSL.Connection(client_cert._create_ssl_context(srtp_profiles=SRTP_PROFILES))
+    client.set_connect_state()
+    for _ in range(10):
+        try:
+            client.do_handshake()
+        except SSL.Error:
+            pass
+        try:
+            while data := client.bio_read(65536):
+                server.handle(data)
+        except SSL.WantReadError:
+            pass
+        for data in to_client:
+            client.bio_write(data)
+        to_client.clear()
+    assert server.state == "failed" and closed == ["fingerprint mismatch"]
+    assert server.tx_srtp is None
+
+
+def test_srtp_context_round_trip_and_errors():
+    key = os.urandom(30)
+
+    def ctx(kind: int) -> SrtpContext:
+        p = Policy(key=key, ssrc_type=kind)
+        return SrtpContext(Session(p))
+
+    tx, rx = ctx(Policy.SSRC_ANY_OUTBOUND), ctx(Policy.SSRC_ANY_INBOUND)
+    plain = packet(seq=3, payload=b"hello")
+    protected = tx.protect(plain)
+    assert protected != plain and rx.unprotect(protected) == plain
+    tampered = protected[:-1] + bytes([protected[-1] ^ 1])
+    tx2, rx2 = ctx(Policy.SSRC_ANY_OUTBOUND), ctx(Policy.SSRC_ANY_INBOUND)
+    with pytest.raises(Exception):
+        rx2.unprotect(tx2.protect(packet(seq=9))[:-1] + b"\x00")
+    with pytest.raises(Exception):
+        rx.unprotect(tampered)
+    with pytest.raises(Exception):
+        tx.protect(b"\x80" * 2000)
