@@ -185,6 +185,7 @@ class RtcParticipant:
         self.detached_at = time.monotonic()
         self.subscription_permission: Optional[pr.SubscriptionPermission] = None
         self.closed = False
+        self.has_signal = True  # a signalling WebSocket (local participants have none)
         self.close_reason: int = pm.DisconnectReason.UNKNOWN_REASON
         self.last_signal = time.monotonic()
         # transports: v0 has a publisher and a subscriber transport; v1 one for both
@@ -254,6 +255,14 @@ class RtcParticipant:
         except asyncio.QueueFull:
             log.warning("signal_queue_full", identity=self.identity, room=self.room.name)
             self.close(pm.DisconnectReason.SIGNAL_CLOSE, send_leave=False)
+
+    # hooks for participants hosted in the server (rtc/local.py); remote clients learn through
+    # ParticipantUpdates instead
+    def track_available(self, track: "PublishedTrack") -> None:
+        return
+
+    def track_gone(self, track: "PublishedTrack") -> None:
+        return
 
     def detach_socket(self) -> None:
         """The signalling socket is gone (or being replaced): the writer stops, resume may follow."""

@@ -158,7 +158,7 @@ class RtcService:
         now = time.monotonic()
         for p in list(self.participants.values()):
             p.send_receiver_reports()
-            if p.closed:
+            if p.closed or not p.has_signal:
                 continue
             if p.ws_attached.is_set():
                 if now - p.last_signal > PING_TIMEOUT:
@@ -529,6 +529,7 @@ class RtcService:
         for other in self._rtc_participants(p.room):
             if other is p or other.closed:
                 continue
+            other.track_available(track)
             if other.settings.auto_subscribe and other.permission.can_subscribe and self.may_subscribe(other, track):
                 other.add_subscription(track)
 
@@ -540,6 +541,9 @@ class RtcService:
         if track.published:
             track.published = False
             self.rooms.track_unpublished(p.room, p.p, track.sid)
+            for other in self._rtc_participants(p.room):
+                if other is not p:
+                    other.track_gone(track)
 
     def unpublish(self, p: RtcParticipant, track: PublishedTrack) -> None:
         self.withdraw(p, track)

@@ -27,6 +27,8 @@ log = get_logger("lkserver.http")
 RouteHandler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 BEARER = "Bearer "
+# the request path with a doubled leading slash removed (LiveKit's RemoveDoubleSlashes)
+PATH = web.RequestKey("lkserver_path", str)
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Expose-Headers": "*",
@@ -161,7 +163,7 @@ class HttpApp:
         if handler is None:
             resp: web.StreamResponse = plain(404, "404 page not found")
         else:
-            request["path"] = path
+            request[PATH] = path
             resp = await handler(request)
         if "Origin" in request.headers and not resp.prepared:
             resp.headers.update(CORS_HEADERS)
@@ -193,7 +195,7 @@ class HttpApp:
 
     async def handle_twirp(self, request: web.Request) -> web.StreamResponse:
         started = time.perf_counter()
-        path = request["path"]
+        path = request[PATH]
         if not self.twirp.owns(path):
             return plain(404, "404 page not found")
         try:
