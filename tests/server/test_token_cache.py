@@ -28,11 +28,13 @@ def token(key: str = "APIk", secret_key: str | None = None, **claims) -> str:
 
 
 class Clock:
+    """The real clock until `at` is set; then that instant, frozen."""
+
     def __init__(self) -> None:
-        self.offset = 0.0
+        self.at: float | None = None
 
     def __call__(self) -> float:
-        return time.time() + self.offset
+        return time.time() if self.at is None else self.at
 
 
 def test_hit_returns_the_verified_claims() -> None:
@@ -44,14 +46,17 @@ def test_hit_returns_the_verified_claims() -> None:
     assert first[0] == verify_with_keys(t, KEYS)[0]
 
 
-@pytest.mark.parametrize("claims", [
-    {},                                            # nbf now, exp in 10 min
-    {"iat": int(time.time()) + 30},                # issued "in the future", within leeway
-    {"nbf": int(time.time()) + 45},                # valid in 45 s (leeway 60)
-    {"nbf": None, "iat": None},                    # only exp
-    {"exp": int(time.time()) + 5},                 # about to expire
+@pytest.mark.parametrize("relative", [
+    {},                                  # nbf now, exp in 10 min
+    {"iat": 30},                         # issued "in the future", within leeway
+    {"nbf": 45},                         # valid in 45 s (leeway 60)
+    {"nbf": None, "iat": None},          # only exp
+    {"exp": 5},                          # about to expire
 ])
-def test_entry_is_used_exactly_inside_the_validity_window(claims) -> None:
+def test_entry_is_used_exactly_inside_the_validity_window(relative) -> None:
+    # times relative to now, made when the test runs (parameters are built at collection)
+    now = int(time.time())
+    claims = {k: None if v is None else now + v for k, v in relative.items()}
     t = token(**claims)
     payload = jwt.decode(t, options={"verify_signature": False})
     edges = [payload["exp"] + 60] + [payload[k] - 60 for k in ("nbf", "iat") if k in payload]
@@ -60,15 +65,15 @@ def test_entry_is_used_exactly_inside_the_validity_window(claims) -> None:
         clock = Clock()
         cache = TokenCache(KEYS, clock=clock)
         first = cache.verify(t)  # verified and kept now
-        clock.offset = off
+        clock.at = time.time() + off  # the cache and the reference judge the same instant
         try:
-            hs256.validate_claims(payload, issuer="APIk", leeway=60, now=time.time() + off)
+            hs256.validate_claims(payload, issuer="APIk", leeway=60, now=clock.at)
             valid_then = True
         except jwt.PyJWTError:
             valid_then = False
         # outside the window the entry is dropped and the token verified again (against the real
         # clock, so here it passes again with a new result)
-        assert (cache.verify(t) is first) == valid_then, (claims, off)
+        assert (cache.verify(t) is first) == valid_then, (relative, off)
 
 
 @pytest.mark.parametrize("bad, message", [
