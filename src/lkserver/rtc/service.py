@@ -179,6 +179,20 @@ class RtcService:
                 out["received_packets"] += up.packets
         return out
 
+    def participant_stream_bytes(self, sid: str) -> Optional[dict]:
+        """Bytes so far of each media stream a connected participant sends, key (True, track sid,
+        ssrc), and receives, key (False, track sid, ssrc); None when it is not connected here.
+        A stream keeps its key for its life, so a sampler (analytics) can sum what it saw last
+        of each; this reads counters the forwarding path keeps anyway, and adds no work to it."""
+        p = self.participants.get(sid)
+        if p is None:
+            return None
+        out: dict = {(True, up.track_sid, up.ssrc): up.bytes for up in p.ups_by_ssrc.values()}
+        for sub in p.subscriptions.values():
+            if sub.down is not None:
+                out[(False, sub.track.sid, sub.ssrc)] = sub.down.octets_sent
+        return out
+
     def new_transport(self, name: str) -> WebRtcTransport:
         return WebRtcTransport(self.network, self.certificate, name)
 
