@@ -50,6 +50,7 @@ class Server:
         self.rtc = RtcService(config, self.rooms)
         for path, handler in self.rtc.routes().items():
             self.http.add_route(path, handler)
+        self._wire_analytics_and_gateway(config)
         self.metrics.track_media(self.rtc.media_stats)
         self.metrics.track_rooms(lambda: len(self.rooms.rooms),
                                  lambda: sum(len(r.participants) for r in self.rooms.rooms.values()))
@@ -57,6 +58,27 @@ class Server:
         self.port = config.port
         self.metrics_port = config.prometheus.port
         self._stopped = asyncio.Event()
+
+    def _wire_analytics_and_gateway(self, config: Config) -> None:
+        """Sessions analytics (recorder on the event stream, /api/project/), the tenant gateway
+        (/livekit/) and the OpenAPI document of both (/openapi.json)."""
+        from ..analytics import PREFIX as ANALYTICS_PREFIX
+        from ..analytics import AnalyticsApi, SessionRecorder
+        from ..gateway import PREFIX as GATEWAY_PREFIX
+        from ..gateway import Gateway, handle_openapi
+        from ..store.analytics import AnalyticsStore
+
+        self.analytics = SessionRecorder(
+            AnalyticsStore(self.store.kv), retention_days=config.analytics.retention_days,
+            media=self.rtc.participant_stream_bytes,
+            live_room_sids=lambda: [r.sid for r in self.rooms.rooms.values()])
+        self.events.subscribe(self.analytics.handle)
+        self.http.add_prefix(ANALYTICS_PREFIX, AnalyticsApi(
+            config.project_id, self.analytics, lambda request: self.http.authenticate(request)[0],
+            config.analytics.retention_days).handle)
+        self.gateway = Gateway(config.gateway, self.room_service, config.keys, config.limit)
+        self.http.add_prefix(GATEWAY_PREFIX, self.gateway.handle)
+        self.http.add_route("/openapi.json", handle_openapi)
 
     async def start(self) -> None:
         for key in short_secrets(self.config):
@@ -67,6 +89,7 @@ class Server:
         await self.webhooks.start()
         await self.rooms.start()
         await self.rtc.start()
+        await self.analytics.start()
         self.port = await self._listen(self.http.app, self.config.bind_hosts, self.config.port)
         if self.config.prometheus.port:
             p = self.config.prometheus
@@ -102,6 +125,7 @@ class Server:
         self._runners.clear()
         await self.rtc.stop()
         await self.rooms.stop()
+        await self.analytics.stop()
         await self.webhooks.stop()
         await self.store.close()
         self._stopped.set()
