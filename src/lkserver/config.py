@@ -130,6 +130,21 @@ class GatewaySettings:
 
 
 @dataclass
+class SIPSettings:
+    """lkserver's built-in SIP bridge (LiveKit runs it as livekit/sip; its keys where they match).
+    Off unless `enabled`; `port` 0 picks a free one (tests)."""
+    enabled: bool = False
+    port: int = 5060  # UDP and TCP
+    bind: str = ""  # default: the first of bind_addresses
+    node_ip: str = ""  # address put in Contact/Via/SDP; default rtc.node_ip, else the bind address
+    rtp_port_start: int = 10000  # 0: any free port
+    rtp_port_end: int = 20000
+    ringing_timeout: float = 30.0
+    media_timeout: float = 15.0  # hang up when no RTP arrives this long (0: never)
+    pin_timeout: float = 30.0
+
+
+@dataclass
 class Config:
     port: int = 7880
     bind_addresses: list = field(default_factory=lambda: [""])
@@ -146,6 +161,7 @@ class Config:
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     rtc: RTCSettings = field(default_factory=RTCSettings)
+    sip: SIPSettings = field(default_factory=SIPSettings)
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     # keys present in the file that lkserver does not use (reported at start)
@@ -346,6 +362,8 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"logging.level: expected one of {', '.join(LOG_LEVELS)}, got {cfg.logging.level!r}")
     if not (0 <= cfg.port <= 65535):
         raise ConfigError(f"port {cfg.port} is out of range")
+    if not (0 <= cfg.sip.port <= 65535):
+        raise ConfigError(f"sip.port {cfg.sip.port} is out of range")
     for name in ("empty_timeout", "departure_timeout", "max_participants"):
         if getattr(cfg.room, name) < 0:
             raise ConfigError(f"room.{name} must not be negative")

@@ -10,7 +10,10 @@ import asyncio
 import socket
 
 from aiohttp import web
+from livekit.protocol import agent_dispatch as proto_agent_dispatch
+from livekit.protocol import models as proto_models
 from livekit.protocol import room as proto_room
+from livekit.protocol import sip as proto_sip
 
 from ..config import Config, short_secrets
 from ..events import EventBus
@@ -51,6 +54,7 @@ class Server:
         for path, handler in self.rtc.routes().items():
             self.http.add_route(path, handler)
         self._wire_analytics_and_gateway(config)
+        self._wire_sip_and_agents(config)
         self.metrics.track_media(self.rtc.media_stats)
         self.metrics.track_rooms(lambda: len(self.rooms.rooms),
                                  lambda: sum(len(r.participants) for r in self.rooms.rooms.values()))
@@ -58,6 +62,37 @@ class Server:
         self.port = config.port
         self.metrics_port = config.prometheus.port
         self._stopped = asyncio.Event()
+
+    def _wire_sip_and_agents(self, config: Config) -> None:
+        """SIP (service + bridge) and agents (/agent workers, dispatches, their service)."""
+        from .. import __version__
+        from ..agents.dispatch import AgentDispatcher
+        from ..agents.service import AgentService
+        from ..services.agent_dispatch import AgentDispatchService
+        from ..services.sip import SipService
+        from ..sip.bridge import SipBridge
+
+        def authenticate(request: web.Request) -> tuple[object, str]:
+            claims, _, api_key = self.http.authenticate(request)
+            return claims, api_key
+
+        info = proto_models.ServerInfo(edition=proto_models.ServerInfo.Edition.Standard, version=__version__,
+                                       protocol=16, node_id=f"lkserver-{__version__}")
+        self.agents = AgentService(config.keys, authenticate, info)
+        for path, handler in self.agents.routes().items():
+            self.http.add_route(path, handler)
+        self.dispatcher = AgentDispatcher(self.rooms, self.store, self.events, self.agents)
+        self.agent_dispatch_service = AgentDispatchService(self.rooms, self.dispatcher, config.limit, config.room)
+        self.twirp.mount(proto_agent_dispatch.DESCRIPTOR.services_by_name["AgentDispatchService"],
+                         self.agent_dispatch_service)
+        self.sip_bridge = SipBridge(config.sip, self.store, self.rooms, self.rtc, config.bind_hosts, config.rtc.node_ip)
+        self.sip_service = SipService(self.store, self.sip_bridge)
+        self.sip_service.participant_attributes = self._participant_attributes  # type: ignore[method-assign]
+        self.twirp.mount(proto_sip.DESCRIPTOR.services_by_name["SIP"], self.sip_service)
+
+    def _participant_attributes(self, room: str, identity: str) -> dict[str, str] | None:
+        p = self.rooms.get_participant(room, identity)
+        return dict(p.info.attributes) if p is not None else None
 
     def _wire_analytics_and_gateway(self, config: Config) -> None:
         """Sessions analytics (recorder on the event stream, /api/project/), the tenant gateway
@@ -90,6 +125,8 @@ class Server:
         await self.rooms.start()
         await self.rtc.start()
         await self.analytics.start()
+        await self.dispatcher.start()
+        await self.sip_bridge.start()
         self.port = await self._listen(self.http.app, self.config.bind_hosts, self.config.port)
         if self.config.prometheus.port:
             p = self.config.prometheus
@@ -123,6 +160,8 @@ class Server:
         for runner in reversed(self._runners):
             await runner.cleanup()
         self._runners.clear()
+        await self.sip_bridge.stop()
+        await self.dispatcher.stop()
         await self.rtc.stop()
         await self.rooms.stop()
         await self.analytics.stop()

@@ -8,8 +8,10 @@ is the one typed layer every backend shares, so both behave alike by constructio
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Protocol
+from typing import Iterable, Protocol, TypeVar
 
+from google.protobuf.message import Message
+from livekit.protocol.agent_dispatch import AgentDispatch
 from livekit.protocol.models import Room
 from livekit.protocol.room import RoomConfiguration
 
@@ -18,6 +20,13 @@ from .outbox import Outbox
 NS_ROOMS = "rooms"
 NS_ROOM_INTERNAL = "room_internal"
 NS_ROOM_DEPARTED = "room_departed"
+# SIP resources and agent dispatches: LiveKit's Redis hashes (reference server-api.md §8)
+NS_SIP_INBOUND_TRUNK = "sip_inbound_trunk"
+NS_SIP_OUTBOUND_TRUNK = "sip_outbound_trunk"
+NS_SIP_DISPATCH_RULE = "sip_dispatch_rule"
+NS_AGENT_DISPATCH = "agent_dispatch:"  # + room name
+
+M = TypeVar("M", bound=Message)
 
 
 class KV(Protocol):
@@ -89,6 +98,32 @@ class Store:
     async def delete_room(self, name: str) -> None:
         for ns in (NS_ROOMS, NS_ROOM_INTERNAL, NS_ROOM_DEPARTED):
             await self.kv.delete(ns, name)
+
+    # -- protobuf records by id (SIP trunks and rules, agent dispatches) -----------------------
+
+    async def put_message(self, ns: str, key: str, msg: Message) -> None:
+        await self.kv.put(ns, key, msg.SerializeToString())
+
+    async def get_message(self, ns: str, key: str, cls: type[M]) -> M | None:
+        data = await self.kv.get(ns, key)
+        return None if data is None else cls.FromString(data)
+
+    async def list_messages(self, ns: str, cls: type[M]) -> list[M]:
+        """Every record of a namespace, sorted by key (LiveKit lists SIP resources by id)."""
+        return [cls.FromString(v) for _, v in await self.kv.items(ns)]
+
+    async def delete_message(self, ns: str, key: str) -> bool:
+        return await self.kv.delete(ns, key)
+
+    async def store_agent_dispatch(self, dispatch: AgentDispatch) -> None:
+        await self.put_message(NS_AGENT_DISPATCH + dispatch.room, dispatch.id, dispatch)
+
+    async def list_agent_dispatches(self, room: str) -> list[AgentDispatch]:
+        return await self.list_messages(NS_AGENT_DISPATCH + room, AgentDispatch)
+
+    async def delete_agent_dispatches(self, room: str) -> None:
+        for key, _ in await self.kv.items(NS_AGENT_DISPATCH + room):
+            await self.kv.delete(NS_AGENT_DISPATCH + room, key)
 
     async def close(self) -> None:
         if self._outbox is not None:
