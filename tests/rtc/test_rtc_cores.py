@@ -13,11 +13,13 @@ import pytest
 from aioice import stun
 from aiortc.rtcdtlstransport import SRTP_PROFILES, RTCCertificate, certificate_digest
 from OpenSSL import SSL
+from livekit.protocol import models as pm
 from pylibsrtp import Policy, Session
 
 from lkserver.rtc import negotiation, rtp, sdp
 from lkserver.rtc.dtls import DtlsEndpoint
-from lkserver.rtc.forward import DownTrack, UpTrack, h264_is_keyframe, vp8_is_keyframe
+from lkserver.rtc import quality
+from lkserver.rtc.forward import DownTrack, TrackReceiver, UpTrack, h264_is_keyframe, vp8_is_keyframe
 from lkserver.rtc.ice import IceLiteAgent, is_stun, local_ufrag_of, parse_binding_request
 from lkserver.rtc.srtp import SrtpContext
 
@@ -140,22 +142,31 @@ def test_keyframe_detection():
     assert not h264_is_keyframe(bytes([0x41, 0x9a]))  # non-IDR slice
 
 
+def vp8_payload(pid: int, key: bool, tl0: int = 0) -> bytes:
+    """A VP8 payload descriptor (X, I with 15-bit picture id, L with TL0PICIDX) and frame header."""
+    return bytes([0x90, 0xC0, 0x80 | (pid >> 8), pid & 0xFF, tl0, 0x10 if key else 0x11, 0x02, 0x00])
+
+
+def feed(receiver: TrackReceiver, layer: int, seq: int, ts: int, payload: bytes, ssrc: int = 0) -> None:
+    up = receiver.layers[layer]
+    buf = packet(seq=seq, ts=ts, ssrc=up.ssrc, pt=96, payload=payload)
+    up.on_rtp(buf, rtp.parse_rtp(buf), 0.0)
+
+
 def test_downtrack_rewrites_starts_on_keyframes_and_skips_padding():
     sent: list[bytes] = []
-    requests: list[int] = []
-    up = UpTrack("TR_V", 5555, "vp8", 90000, True, lambda: requests.append(1))
-    down = DownTrack(up, "PA_x", 77, 100, sent.append, lambda b: None)
-    up.downs.append(down)
-    delta = bytes([0x90, 0x80, 0x81, 0x23, 0x11, 0x02])
-    key = bytes([0x90, 0x80, 0x81, 0x24, 0x10, 0x02])
-    for seq, payload in ((10, delta), (11, key), (12, delta)):
-        buf = packet(seq=seq, ts=seq * 3000, ssrc=5555, pt=96, payload=payload)
-        up.on_rtp(buf, rtp.parse_rtp(buf), 0.0)
-    assert requests and len(sent) == 2  # the delta frame before the keyframe is held back
+    plis: list[int] = []
+    receiver = TrackReceiver("TR_V", "vp8", 90000, True, plis.append)
+    receiver.add_layer(5555, 0)
+    down = DownTrack(receiver, "PA_x", 77, 100, sent.append, lambda b: None)
+    receiver.subscribe(down)
+    delta, key = vp8_payload(1, False), vp8_payload(2, True)
+    for seq, payload in ((10, delta), (11, key), (12, vp8_payload(3, False))):
+        feed(receiver, 0, seq, seq * 3000, payload)
+    assert plis == [5555] and len(sent) == 2  # the delta frame before the keyframe is held back
     pad = packet(seq=13, ts=39000, ssrc=5555, pt=96, payload=b"", padding=8)
-    up.on_rtp(pad, rtp.parse_rtp(pad), 0.0)
-    after = packet(seq=14, ts=42000, ssrc=5555, pt=96, payload=delta)
-    up.on_rtp(after, rtp.parse_rtp(after), 0.0)
+    receiver.layers[0].on_rtp(pad, rtp.parse_rtp(pad), 0.0)
+    feed(receiver, 0, 14, 42000, vp8_payload(4, False))
     hs = [rtp.parse_rtp(b) for b in sent]
     assert [h.ssrc for h in hs] == [77, 77, 77] and {h.pt for h in hs} == {100}
     seqs = [h.seq for h in hs]
@@ -164,9 +175,86 @@ def test_downtrack_rewrites_starts_on_keyframes_and_skips_padding():
     # sender reports are translated into the subscriber's timestamp base
     reports: list[bytes] = []
     down.send_rtcp = reports.append
-    up.on_sender_report(rtp.SenderReport(5555, rtp.ntp_now(1.0), 11 * 3000, 3, 30), 0.0)
+    receiver.layers[0].on_sender_report(rtp.SenderReport(5555, rtp.ntp_now(1.0), 11 * 3000, 3, 30), 0.0)
     sr = rtp.parse_sr(next(rtp.iter_rtcp(reports[0])))
     assert sr.ssrc == 77 and sr.rtp_ts == hs[0].ts and sr.packets == 3
+
+
+def test_simulcast_layer_switch_on_keyframe_keeps_one_continuous_stream():
+    sent: list[bytes] = []
+    plis: list[int] = []
+    receiver = TrackReceiver("TR_V", "vp8", 90000, True, plis.append)
+    for layer, ssrc in ((0, 100), (1, 101), (2, 102)):
+        receiver.add_layer(ssrc, layer, "qhf"[layer])
+    down = DownTrack(receiver, "PA_x", 9, 96, sent.append, lambda b: None)
+    down.max_layer = 0  # the subscriber's view only needs the low layer
+    receiver.subscribe(down)
+    # each layer has its own sequence numbers, timestamps and picture ids
+    feed(receiver, 0, 1000, 50000, vp8_payload(700, True, tl0=10))
+    feed(receiver, 2, 9000, 900000, vp8_payload(30000, True, tl0=200))
+    feed(receiver, 0, 1001, 53000, vp8_payload(701, False, tl0=11))
+    assert len(sent) == 2  # only layer 0 so far
+    down.max_layer = 2
+    down.select()
+    assert 102 in plis  # a keyframe is asked for on the layer we switch to
+    feed(receiver, 0, 1002, 56000, vp8_payload(702, False, tl0=12))
+    feed(receiver, 2, 9001, 903000, vp8_payload(30001, False, tl0=201))  # not a keyframe: no switch
+    feed(receiver, 2, 9002, 906000, vp8_payload(30002, True, tl0=202))  # switch here
+    feed(receiver, 0, 1003, 59000, vp8_payload(703, False, tl0=13))  # old layer no longer forwarded
+    feed(receiver, 2, 9003, 909000, vp8_payload(30003, False, tl0=203))
+    hs = [rtp.parse_rtp(b) for b in sent]
+    assert len(sent) == 5 and down.current.layer == 2
+    seqs = [h.seq for h in hs]
+    assert all(((b - a) & 0xFFFF) == 1 for a, b in zip(seqs, seqs[1:]))
+    assert all(0 < ((b.ts - a.ts) & 0xFFFFFFFF) < 90000 for a, b in zip(hs, hs[1:]))
+    pids = []
+    for b, h in zip(sent, hs):
+        pl = b[h.payload_offset:]
+        pids.append(((pl[2] & 0x7F) << 8) | pl[3])
+    assert pids == [700, 701, 702, 703, 704]  # picture ids continue across the switch
+    tl0s = [b[h.payload_offset + 4] for b, h in zip(sent, hs)]
+    assert tl0s == [10, 11, 12, 13, 14]
+
+
+def test_nack_is_answered_with_rtx_at_most_three_times():
+    sent: list[bytes] = []
+    receiver = TrackReceiver("TR_V", "vp8", 90000, True, lambda s: None)
+    receiver.add_layer(100, 0)
+    down = DownTrack(receiver, "PA_x", 9, 96, sent.append, lambda b: None, rtx_ssrc=19, rtx_pt=97)
+    receiver.subscribe(down)
+    feed(receiver, 0, 1, 3000, vp8_payload(1, True))
+    feed(receiver, 0, 2, 6000, vp8_payload(2, False))
+    original = rtp.parse_rtp(sent[1])
+    assert down.retransmit([original.seq, (original.seq + 50) & 0xFFFF], now=10.0) == 1
+    rtx = rtp.parse_rtp(sent[2])
+    assert (rtx.ssrc, rtx.pt, rtx.ts) == (19, 97, original.ts)
+    assert struct.unpack_from("!H", sent[2], rtx.payload_offset)[0] == original.seq
+    assert sent[2][rtx.payload_offset + 2:] == sent[1][original.payload_offset:]
+    assert down.retransmit([original.seq], now=10.05) == 0  # too soon
+    assert down.retransmit([original.seq], now=10.2) == 1
+    assert down.retransmit([original.seq], now=10.4) == 1
+    assert down.retransmit([original.seq], now=10.6) == 0  # three times at most
+
+
+def test_allocator_and_dynacast_policy():
+    tracks = [quality.AllocationTrack("cam", 2, [150e3, 500e3, 1700e3]),
+              quality.AllocationTrack("screen", 2, [200e3, 800e3, 0], priority=1)]
+    assert quality.allocate(5e6, tracks) == {"cam": 2, "screen": 1}
+    assert quality.allocate(1.2e6, tracks) == {"cam": 0, "screen": 1}  # the screen share goes first
+    assert quality.allocate(1.4e6, tracks) == {"cam": 1, "screen": 1}
+    assert quality.allocate(100e3, tracks) == {"cam": 0, "screen": 0}  # never below layer 0
+    assert quality.deficient(tracks, {"cam": 1, "screen": 1}) == 1200e3
+    state = quality.DynacastState(published_at=0.0)
+    assert state.update(quality.OFF, 5.0) is None  # nobody watching yet: wait 10 s
+    assert state.update(quality.OFF, 10.5) == quality.OFF
+    assert state.update(2, 11.0) == 2  # upgrades at once
+    assert state.update(0, 12.0) is None and state.update(0, 16.0) is None
+    assert state.update(0, 17.1) == 0  # downgrades after 5 s
+    update = quality.subscribed_quality_update(pm.TrackInfo(sid="TR_x", layers=[
+        pm.VideoLayer(quality=pm.VideoQuality.LOW), pm.VideoLayer(quality=pm.VideoQuality.MEDIUM),
+        pm.VideoLayer(quality=pm.VideoQuality.HIGH)]), "video/VP8", 1)
+    assert update.subscribed_codecs[0].codec == "vp8"
+    assert [q.enabled for q in update.subscribed_codecs[0].qualities] == [True, True, False]
 
 
 def test_uptrack_receiver_report_counts_losses():

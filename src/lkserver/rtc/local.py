@@ -152,7 +152,7 @@ class LocalParticipant(RtcParticipant):
         track = PublishedTrack(info, self)
         track.mid, track.codec = mid, codec
         ssrc = ssrc or self.new_ssrc()
-        track.ssrcs.add(ssrc)
+        track.ssrcs[ssrc] = 0
         self.tracks[info.sid] = track
         self.tracks_by_mid[mid] = track
         local = LocalTrack(self, track, ssrc, LOCAL_PT.get(codec.mime.lower(), 96))
@@ -168,6 +168,7 @@ class LocalParticipant(RtcParticipant):
         sub = Subscription(track, self, self.new_ssrc())
         self.subscriptions[track.sid] = sub
         track.subscriptions[self.identity] = sub
+        self.service.subscriptions_changed(track)
         sub.mid = "local"
         sub.pt = LOCAL_PT.get(track.codec.mime.lower(), 96) if track.codec else 96
         sub.ready = True

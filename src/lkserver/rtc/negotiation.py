@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 
-from .sdp import Candidate, Codec, Media, SessionDescription
+from .sdp import Candidate, Codec, Media, SessionDescription, simulcast_send_rids
 
 EXT_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 EXT_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
@@ -24,7 +24,7 @@ EXT_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensio
 SUPPORTED_VIDEO = ("VP8", "H264")
 PUBLISH_AUDIO_FB = ["nack"]
 PUBLISH_VIDEO_FB = ["nack", "nack pli", "ccm fir"]
-SUBSCRIBE_VIDEO_FB = ["nack", "nack pli", "ccm fir"]
+SUBSCRIBE_VIDEO_FB = ["nack", "nack pli", "ccm fir", "goog-remb"]
 
 SCTP_PORT = 5000
 MAX_MESSAGE_SIZE = 262144
@@ -109,6 +109,8 @@ class OutSection:
     msid: str = ""  # "<stream> <track>"
     cname: str = ""
     rejected: bool = False
+    rids: list[str] = field(default_factory=list)  # simulcast layers we receive (a=rid:X recv)
+    rtx_ssrc: int = 0  # our retransmission stream (a=ssrc-group:FID)
 
 
 def session_header(local: LocalParams, mids: list[str]) -> list[str]:
@@ -152,10 +154,16 @@ def write_section(s: OutSection, local: LocalParams, setup: str, port: int = 9) 
                 lines.append(f"a=rtcp-fb:{c.pt} {fb}")
             if c.fmtp:
                 lines.append(f"a=fmtp:{c.pt} {c.fmtp}")
+        if s.rids:
+            lines += [f"a=rid:{rid} recv" for rid in s.rids]
+            lines.append("a=simulcast:recv " + ";".join(s.rids))
         if s.ssrc and s.direction in ("sendonly", "sendrecv"):
-            lines.append(f"a=ssrc:{s.ssrc} cname:{s.cname or 'lkserver'}")
-            if s.msid:
-                lines.append(f"a=ssrc:{s.ssrc} msid:{s.msid}")
+            if s.rtx_ssrc:
+                lines.append(f"a=ssrc-group:FID {s.ssrc} {s.rtx_ssrc}")
+            for ssrc in (s.ssrc, s.rtx_ssrc) if s.rtx_ssrc else (s.ssrc,):
+                lines.append(f"a=ssrc:{ssrc} cname:{s.cname or 'lkserver'}")
+                if s.msid:
+                    lines.append(f"a=ssrc:{ssrc} msid:{s.msid}")
     for cand in local.candidates:
         lines.append(f"a=candidate:{cand.to_sdp()}")
     lines.append("a=end-of-candidates")
@@ -178,7 +186,7 @@ def accepted_extmaps(m: Media) -> list[tuple[int, str]]:
     extensions are accepted for video although simulcast is not answered yet (the client then
     sends its first layer): Chromium refuses its own later offers (an ICE restart on resume, a
     second track) for a section with `a=simulcast` whose rid extension was dropped."""
-    wanted = (EXT_MID, EXT_AUDIO_LEVEL) if m.kind == "audio" else (EXT_MID, EXT_RID, EXT_RRID)
+    wanted = (EXT_MID, EXT_AUDIO_LEVEL) if m.kind == "audio" else (EXT_MID, EXT_RID, EXT_RRID, EXT_ABS_SEND_TIME)
     return [(e.id, e.uri) for e in m.extmaps if e.uri in wanted]
 
 
@@ -188,7 +196,18 @@ def answer_publish_section(m: Media, codec: Codec) -> OutSection:
     answer_codec = Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp,
                          [f for f in fb if f in codec.rtcp_fb])
     direction = "recvonly" if m.direction in ("sendonly", "sendrecv") else "inactive"
-    return OutSection(m.mid, m.kind, direction, [answer_codec], accepted_extmaps(m))
+    section = OutSection(m.mid, m.kind, direction, [answer_codec], accepted_extmaps(m))
+    if m.kind == "video" and m.extmap_id(EXT_RID):
+        section.rids = simulcast_send_rids(m)
+    return section
+
+
+def rid_layers(rids: list[str]) -> dict[str, int]:
+    """Simulcast rid -> spatial layer: q/h/f by name (LiveKit's alphabet), else by position from
+    the lowest (livekit pkg/sfu/buffer/videolayerutils.go RidToSpatialLayer)."""
+    if all(r in ("q", "h", "f") for r in rids):
+        return {r: {"q": 0, "h": 1, "f": 2}[r] for r in rids}
+    return {r: i for i, r in enumerate(sorted(rids))}
 
 
 def answer_application_section(m: Media) -> OutSection:

@@ -25,10 +25,14 @@ from .. import ids
 from ..logs import get_logger
 from ..rooms.errors import RpcError
 from . import sdp as sdplib
-from .forward import DownTrack, UpTrack
+from .sdp import simulcast_send_rids
+from .forward import HIGH, DownTrack, TrackReceiver, UpTrack
 from .negotiation import (
+    EXT_ABS_SEND_TIME,
     EXT_AUDIO_LEVEL,
     EXT_MID,
+    EXT_RID,
+    EXT_RRID,
     LocalParams,
     OutSection,
     TrackCodec,
@@ -39,22 +43,33 @@ from .negotiation import (
     codec_for_subscriber,
     pack_stream_id,
     rejected_section,
+    rid_layers,
     subscriber_codec,
     write_description,
 )
 from .rtp import (
     RTCP_PSFB,
+    RTCP_RTPFB,
+    RTPFB_NACK,
+    RTCP_RR,
     RTCP_SR,
+    PSFB_AFB,
     PSFB_FIR,
     PSFB_PLI,
     build_pli,
     build_rr,
     feedback_ssrcs,
     fir_ssrcs,
+    get_extension,
     iter_rtcp,
+    abs_send_time_extension,
+    parse_nack,
+    parse_remb,
+    parse_report_blocks,
     parse_rtp,
     parse_sr,
 )
+from .quality import QualityScorer
 from .transport import WebRtcTransport
 
 if TYPE_CHECKING:
@@ -68,11 +83,12 @@ SIGNAL_QUEUE_LIMIT = 1024
 # data channel bytes queued for one participant before lossy packets are dropped
 LOSSY_BUFFER_LIMIT = 1 << 20
 RELIABLE_BUFFER_LIMIT = 16 << 20
-PLI_THROTTLE = 0.5
 RPC_ACK_TIMEOUT = 2.0
 RPC_DEFAULT_RESPONSE_TIMEOUT_MS = 10000
 RPC_MAX_PAYLOAD = 15 * 1024
 SERVER_SSRC = 1  # sender SSRC of our feedback packets
+MAX_PENDING_TRACKS = 64  # AddTrackRequests waiting for their media
+SUB_ABS_SEND_TIME_ID = 3  # the abs-send-time extension id we offer subscribers (v0)
 
 SOURCE_LETTER = {pm.TrackSource.CAMERA: "C", pm.TrackSource.MICROPHONE: "M",
                  pm.TrackSource.SCREEN_SHARE: "S", pm.TrackSource.SCREEN_SHARE_AUDIO: "s"}
@@ -95,12 +111,13 @@ class PublishedTrack:
         self.owner = owner
         self.mid = ""
         self.codec: Optional[TrackCodec] = None
-        self.up: Optional[UpTrack] = None  # the stream forwarded to subscribers
-        self.ssrcs: set[int] = set()
+        self.receiver: Optional[TrackReceiver] = None  # the streams, once media arrives
+        self.ssrcs: dict[int, int] = {}  # SSRCs declared in the offer -> simulcast layer
+        self.rid_layers: dict[str, int] = {}  # simulcast rid -> layer
         self.published = False
         self.subscriptions: dict[str, "Subscription"] = {}  # subscriber identity -> subscription
-        self.last_pli = 0.0
         self.audio_level_ext = 0
+        self.dynacast: Any = None  # quality.DynacastState once published (video)
 
     @property
     def sid(self) -> str:
@@ -110,12 +127,40 @@ class PublishedTrack:
     def is_video(self) -> bool:
         return self.info.type == pm.TrackType.VIDEO
 
-    def request_keyframe(self) -> None:
-        now = time.monotonic()
-        if self.up is None or now - self.last_pli < PLI_THROTTLE:
-            return
-        self.last_pli = now
-        self.owner.media_transport_for_publish().send_rtcp(build_pli(SERVER_SSRC, self.up.ssrc))
+    @property
+    def up(self) -> Optional[UpTrack]:
+        """The first stream that arrived (audio, or the lowest layer received)."""
+        return self.receiver.primary if self.receiver is not None else None
+
+    def request_keyframe(self, layer: int = -1) -> None:
+        if self.receiver is not None:
+            self.receiver.request_keyframe(layer)
+
+    def ensure_receiver(self) -> TrackReceiver:
+        if self.receiver is None:
+            codec = self.codec
+            assert codec is not None
+            owner = self.owner
+
+            def send_pli(ssrc: int) -> None:
+                owner.media_transport_for_publish().send_rtcp(build_pli(SERVER_SSRC, ssrc))
+
+            self.receiver = TrackReceiver(self.sid, codec.name, codec.clock_rate, self.is_video, send_pli,
+                                          self.audio_level_ext)
+        return self.receiver
+
+    def layer_for_size(self, width: int, height: int) -> int:
+        """LiveKit's GetQualityForDimension: the smallest layer at least 0.9x the view size."""
+        layers = sorted(self.info.layers, key=lambda v: v.quality)
+        if not layers:
+            return HIGH
+        portrait = self.info.height > self.info.width
+        want = width if portrait else height
+        for v in layers:
+            have = v.width if portrait else v.height
+            if have >= 0.9 * want:
+                return min(v.quality, HIGH)
+        return min(layers[-1].quality, HIGH)
 
 
 class Subscription:
@@ -125,36 +170,48 @@ class Subscription:
         self.track = track
         self.subscriber = subscriber
         self.ssrc = ssrc
+        self.rtx_ssrc = 0
+        self.rtx_pt = 0
         self.mid = ""
         self.pt = 0
         self.down: Optional[DownTrack] = None
         self.ready = False  # negotiated: the subscriber knows this SSRC
         self.disabled = False  # UpdateTrackSettings.disabled
+        self.max_layer = HIGH  # UpdateTrackSettings quality / size
+        self.stream_state = pr.StreamState.ACTIVE
+        self.abs_send_time_ext = 0
 
     def attach(self) -> None:
-        """Connect to the publisher's stream once both the stream and the negotiation exist."""
-        up = self.track.up
-        if up is None or not self.ready or not self.pt:
+        """Connect to the publisher's streams once both they and the negotiation exist."""
+        receiver = self.track.receiver
+        if receiver is None or not self.ready or not self.pt:
             return
         transport = self.subscriber.media_transport_for_subscribe()
         if self.down is None:
-            self.down = DownTrack(up, self.subscriber.sid, self.ssrc, self.pt, transport.send_rtp, transport.send_rtcp)
+            self.down = DownTrack(receiver, self.subscriber.sid, self.ssrc, self.pt, transport.send_rtp,
+                                  transport.send_rtcp, self.rtx_ssrc, self.rtx_pt)
             self.down.paused = self.disabled
+            self.down.max_layer = self.max_layer
+            if self.abs_send_time_ext:
+                ext_id = self.abs_send_time_ext
+                self.down.ext_fn = lambda: abs_send_time_extension(ext_id, time.time())
             self.subscriber.downs_by_ssrc[self.ssrc] = self.down
-            up.downs.append(self.down)
-            if up.is_video:
-                self.track.request_keyframe()
+            receiver.subscribe(self.down)
         else:
-            self.down.pt = self.pt
+            self.down.pt, self.down.rtx_pt, self.down.rtx_ssrc = self.pt, self.rtx_pt, self.rtx_ssrc
+
+    def set_max_layer(self, layer: int) -> None:
+        self.max_layer = layer
+        if self.down is not None and self.down.max_layer != layer:
+            self.down.max_layer = layer
+            self.down.select()
 
     def detach(self) -> None:
         if self.down is not None:
             retired = self.subscriber.service.retired
             retired["forwarded_packets"] += self.down.packets_sent
             retired["forwarded_bytes"] += self.down.octets_sent
-            up = self.down.up
-            if self.down in up.downs:
-                up.downs.remove(self.down)
+            self.down.receiver.unsubscribe(self.down)
             self.subscriber.downs_by_ssrc.pop(self.ssrc, None)
             self.down = None
 
@@ -197,7 +254,7 @@ class RtcParticipant:
         self.tracks_by_mid: dict[str, PublishedTrack] = {}
         self.ups_by_ssrc: dict[int, UpTrack] = {}
         self.ignored_ssrcs: set[int] = set()
-        self.mid_ext = 0
+        self.mid_ext = self.rid_ext = self.rrid_ext = 0
         self.last_offer: Optional[sdplib.SessionDescription] = None
         # subscribing
         self.subscriptions: dict[str, Subscription] = {}  # track sid -> subscription
@@ -216,6 +273,12 @@ class RtcParticipant:
         self._tasks: set[asyncio.Task] = set()
         self.connected_at = 0.0
         self.first_media_at = 0.0
+        # bandwidth towards this subscriber (REMB) and the probe the allocator runs to raise it
+        self.estimate = 0.0
+        self.probe_until = 0.0
+        self.probe_bps = 0.0
+        self.scorer = QualityScorer()
+        self.quality_sent = False
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -450,6 +513,11 @@ class RtcParticipant:
             return None
         if req.cid in self.pending:
             return self.pending[req.cid]
+        if len(self.pending) >= MAX_PENDING_TRACKS:
+            self.send_signal(pr.SignalResponse(request_response=pr.RequestResponse(
+                reason=pr.RequestResponse.Reason.LIMIT_EXCEEDED, message="too many pending tracks",
+                add_track=req)))
+            return None
         kind = "A" if req.type == pm.TrackType.AUDIO else "V"
         sid = req.sid if req.sid.startswith("TR_") else ids.new_id(ids.TRACK + kind + SOURCE_LETTER.get(req.source, "U"))
         info = pm.TrackInfo(
@@ -519,16 +587,30 @@ class RtcParticipant:
         self.service.update_subscriptions(self, sids, req.subscribe)
 
     async def on_track_setting(self, req: pr.UpdateTrackSettings) -> None:
+        """Adaptive stream: the subscriber's view picks the layer; disabled pauses the track
+        (livekit pkg/rtc/subscribedtrack.go; dynacast then sees what is wanted)."""
         for sid in req.track_sids:
             sub = self.subscriptions.get(sid)
             if sub is None:
                 continue
             sub.disabled = req.disabled
+            if sub.track.is_video:
+                if req.width > 0 and req.height > 0:
+                    layer = sub.track.layer_for_size(req.width, req.height)
+                elif req.quality == pm.VideoQuality.OFF:
+                    layer = -1
+                else:
+                    layer = min(int(req.quality), HIGH)
+                if layer >= 0:
+                    sub.set_max_layer(layer)
+                elif sub.down is not None:
+                    sub.disabled = True
             if sub.down is not None:
-                if req.disabled:
+                if sub.disabled:
                     sub.down.pause()
                 else:
                     sub.down.resume()
+            self.service.subscriptions_changed(sub.track)
 
     async def on_subscription_permission(self, req: pr.SubscriptionPermission) -> None:
         self.service.set_subscription_permission(self, req)
@@ -592,6 +674,8 @@ class RtcParticipant:
             else:
                 sections.append(OutSection(m.mid, m.kind, "inactive", m.codecs[:1], accepted_extmaps(m)))
         self.mid_ext = next((e.id for m in sd.media for e in m.extmaps if e.uri == EXT_MID), 0)
+        self.rid_ext = next((e.id for m in sd.media for e in m.extmaps if e.uri == EXT_RID), 0)
+        self.rrid_ext = next((e.id for m in sd.media for e in m.extmaps if e.uri == EXT_RRID), 0)
         for mid, track in list(self.tracks_by_mid.items()):
             if mid not in sending_mids:
                 self.service.unpublish(self, track)
@@ -631,8 +715,12 @@ class RtcParticipant:
         track.mid = m.mid
         track.codec = TrackCodec(info.mime_type, codec.clock_rate, codec.channels, codec.fmtp)
         track.audio_level_ext = m.extmap_id(EXT_AUDIO_LEVEL)
+        rids = simulcast_send_rids(m) if m.extmap_id(EXT_RID) else []
+        if rids:
+            track.rid_layers = rid_layers(rids)
+            info.simulcast = len(rids) > 1
         for ssrc in m.primary_ssrcs():
-            track.ssrcs.add(ssrc)
+            track.ssrcs[ssrc] = 0
         for rtx in m.rtx_pairs().values():
             self.ignored_ssrcs.add(rtx)
         self.tracks[info.sid] = track
@@ -650,41 +738,55 @@ class RtcParticipant:
             return
         if h.ssrc in self.ignored_ssrcs:
             return
-        track = self.track_for_new_ssrc(buf, h)
-        if track is None:
+        found = self.stream_for_new_ssrc(buf, h)
+        if found is None:
             return
-        if track.up is not None:
-            # another simulcast layer: this issue forwards the first layer that arrives
-            self.ignored_ssrcs.add(h.ssrc)
-            return
-        codec = track.codec
-        assert codec is not None
-        up = UpTrack(track.sid, h.ssrc, codec.name, codec.clock_rate, track.is_video,
-                     track.request_keyframe, track.audio_level_ext)
-        track.up = up
+        track, layer, rid = found
+        receiver = track.ensure_receiver()
+        if receiver.layers[layer] is not None:
+            # a new SSRC for a layer we have (the publisher restarted its encoder)
+            self.ups_by_ssrc.pop(receiver.layers[layer].ssrc, None)
+        up = receiver.add_layer(h.ssrc, layer, rid)
         self.ups_by_ssrc[h.ssrc] = up
-        if not track.is_video:
-            self.service.observe_audio(self, track, up)
+        for v in track.info.layers:
+            if v.quality == layer or len(track.info.layers) == 1:
+                v.ssrc, v.rid = h.ssrc, rid
         if not self.first_media_at:
             self.first_media_at = time.monotonic()
-        self.service.publish(self, track)
+        if not track.published:
+            if not track.is_video:
+                self.service.observe_audio(self, track, up)
+            self.service.publish(self, track)
         up.on_rtp(buf, h, time.monotonic())
 
-    def track_for_new_ssrc(self, buf: bytes, h: Any) -> Optional[PublishedTrack]:
+    def stream_for_new_ssrc(self, buf: bytes, h: Any) -> Optional[tuple[PublishedTrack, int, str]]:
+        """(track, simulcast layer, rid) of a stream seen for the first time (reference
+        sfu-quality.md §5.2): declared SSRCs, then the MID and RID extensions, then the one
+        section still waiting for its stream. RTX streams (repaired rid) are not forwarded."""
         for track in self.tracks.values():
             if h.ssrc in track.ssrcs:
-                return track
+                return track, track.ssrcs[h.ssrc], ""
+        track = None
         if self.mid_ext:
-            from .rtp import get_extension
-
             mid = get_extension(buf, h, self.mid_ext)
             if mid:
                 track = self.tracks_by_mid.get(mid.decode(errors="replace"))
-                if track is not None:
-                    return track
+        if track is not None and track.rid_layers:
+            if self.rrid_ext and get_extension(buf, h, self.rrid_ext):
+                return None  # an RTX stream of a layer
+            rid = get_extension(buf, h, self.rid_ext) if self.rid_ext else None
+            if rid:
+                name = rid.decode(errors="replace")
+                if name in track.rid_layers:
+                    return track, track.rid_layers[name], name
+            return None
+        if track is not None:
+            if track.receiver is not None and track.receiver.primary is not None:
+                return None  # a second stream on a single-layer section (RTX or FEC)
+            return track, 0, ""
         # a single undeclared stream of a kind with one candidate section (as aiortc's router)
-        candidates = [t for t in self.tracks.values() if t.up is None and not t.ssrcs]
-        return candidates[0] if len(candidates) == 1 else None
+        candidates = [t for t in self.tracks.values() if t.receiver is None and not t.ssrcs and not t.rid_layers]
+        return (candidates[0], 0, "") if len(candidates) == 1 else None
 
     def on_publisher_rtcp(self, buf: bytes) -> None:
         now = time.time()
@@ -721,6 +823,7 @@ class RtcParticipant:
         sub = Subscription(track, self, self.new_ssrc())
         self.subscriptions[track.sid] = sub
         track.subscriptions[self.identity] = sub
+        self.service.subscriptions_changed(track)
         kind = "video" if track.is_video else "audio"
         if self.settings.single_pc:
             self.request_media_sections()
@@ -738,6 +841,7 @@ class RtcParticipant:
         sub.detach()
         self.subscriptions.pop(sub.track.sid, None)
         sub.track.subscriptions.pop(self.identity, None)
+        self.service.subscriptions_changed(sub.track)
         for slot in self.slots:
             if slot.sub is sub:
                 slot.sub = None
@@ -769,8 +873,18 @@ class RtcParticipant:
             sub.pt = self.pt_for(codec)
             owner = sub.track.owner
             stream = pack_stream_id(owner.sid, sub.track.sid)
-            sections.append(OutSection(slot.mid, slot.kind, "sendonly", [subscriber_codec(codec, sub.pt)],
-                                       ssrc=sub.ssrc, msid=f"{stream} {sub.track.sid}", cname=owner.sid))
+            codecs = [subscriber_codec(codec, sub.pt)]
+            extmaps: list[tuple[int, str]] = []
+            if sub.track.is_video:
+                if not sub.rtx_ssrc:
+                    sub.rtx_ssrc = self.new_ssrc()
+                sub.rtx_pt = self.pt_for(TrackCodec("video/rtx", 90000, fmtp=f"apt={sub.pt}"))
+                codecs.append(sdplib.Codec(sub.rtx_pt, "rtx", 90000, 0, f"apt={sub.pt}"))
+                extmaps = [(SUB_ABS_SEND_TIME_ID, EXT_ABS_SEND_TIME)]
+                sub.abs_send_time_ext = SUB_ABS_SEND_TIME_ID
+            sections.append(OutSection(slot.mid, slot.kind, "sendonly", codecs, extmaps,
+                                       ssrc=sub.ssrc, msid=f"{stream} {sub.track.sid}", cname=owner.sid,
+                                       rtx_ssrc=sub.rtx_ssrc))
         self.sub_offer_id += 1
         offer = write_description(sections, self.local_params(transport), "actpass")
         self.send_signal(pr.SignalResponse(offer=pr.SessionDescription(type="offer", sdp=offer, id=self.sub_offer_id)))
@@ -833,10 +947,21 @@ class RtcParticipant:
         sub.pt = codec.pt
         owner = sub.track.owner
         stream = pack_stream_id(owner.sid, sub.track.sid)
-        fb = [f for f in codec.rtcp_fb if f in ("nack", "nack pli", "ccm fir")]
-        out_codec = sdplib.Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp, fb)
-        return OutSection(m.mid, m.kind, "sendonly", [out_codec], accepted_extmaps(m), ssrc=sub.ssrc,
-                          msid=f"{stream} {sub.track.sid}", cname=owner.sid)
+        fb = [f for f in codec.rtcp_fb if f in ("nack", "nack pli", "ccm fir", "goog-remb")]
+        codecs = [sdplib.Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp, fb)]
+        rtx = next((c for c in m.codecs if c.name.lower() == "rtx" and c.fmtp_params().get("apt") == str(codec.pt)), None)
+        if rtx is not None and sub.track.is_video:
+            if not sub.rtx_ssrc:
+                sub.rtx_ssrc = self.new_ssrc()
+            sub.rtx_pt = rtx.pt
+            codecs.append(sdplib.Codec(rtx.pt, rtx.name, rtx.clock_rate, 0, rtx.fmtp))
+        else:
+            sub.rtx_ssrc = sub.rtx_pt = 0
+        extmaps = accepted_extmaps(m)
+        sub.abs_send_time_ext = next((i for i, uri in extmaps if uri == EXT_ABS_SEND_TIME), 0) \
+            if sub.track.is_video and "goog-remb" in fb else 0
+        return OutSection(m.mid, m.kind, "sendonly", codecs, extmaps, ssrc=sub.ssrc,
+                          msid=f"{stream} {sub.track.sid}", cname=owner.sid, rtx_ssrc=sub.rtx_ssrc)
 
     def request_media_sections(self) -> None:
         """v1: ask the client to offer again, with more recvonly sections if they are short."""
@@ -856,22 +981,34 @@ class RtcParticipant:
             num_audios=max(need_a, 0), num_videos=max(need_v, 0))))
 
     def on_subscriber_rtcp(self, buf: bytes) -> None:
+        now = time.monotonic()
         for p in iter_rtcp(buf):
-            if p.pt != RTCP_PSFB:
-                continue
-            if p.count == PSFB_PLI:
+            if p.pt == RTCP_PSFB:
+                if p.count == PSFB_PLI:
+                    self._keyframe_for(self.downs_by_ssrc.get(feedback_ssrcs(p)[1]))
+                elif p.count == PSFB_FIR:
+                    for ssrc in fir_ssrcs(p):
+                        self._keyframe_for(self.downs_by_ssrc.get(ssrc))
+                elif p.count == PSFB_AFB:
+                    estimate = parse_remb(p)
+                    if estimate is not None:
+                        self.service.bandwidth_estimate(self, estimate[0])
+            elif p.pt == RTCP_RTPFB and p.count == RTPFB_NACK:
                 down = self.downs_by_ssrc.get(feedback_ssrcs(p)[1])
                 if down is not None:
-                    self.tracks_of(down).request_keyframe()
-            elif p.count == PSFB_FIR:
-                for ssrc in fir_ssrcs(p):
-                    down = self.downs_by_ssrc.get(ssrc)
+                    down.retransmit(parse_nack(p), now)
+            elif p.pt in (RTCP_RR, RTCP_SR):
+                for block in parse_report_blocks(p):
+                    down = self.downs_by_ssrc.get(block.ssrc)
                     if down is not None:
-                        self.tracks_of(down).request_keyframe()
+                        down.remote_loss = block.fraction_lost / 256
+                        down.remote_jitter = block.jitter
 
-    def tracks_of(self, down: DownTrack) -> PublishedTrack:
-        sub = next(s for s in self.subscriptions.values() if s.down is down)
-        return sub.track
+    @staticmethod
+    def _keyframe_for(down: Optional[DownTrack]) -> None:
+        if down is not None:
+            layer = down.current.layer if down.current is not None else -1
+            down.receiver.request_keyframe(layer)
 
     # -- data channels -------------------------------------------------------------------------
 

@@ -240,6 +240,37 @@ def parse_nack(p: RtcpPacket) -> list[int]:
     return seqs
 
 
+def parse_remb(p: RtcpPacket) -> tuple[int, list[int]] | None:
+    """(bitrate in bits/s, SSRCs) of a REMB (draft-alvestrand-rmcat-remb), or None."""
+    d = p.data
+    if p.pt != RTCP_PSFB or p.count != PSFB_AFB or len(d) < 20 or d[12:16] != b"REMB":
+        return None
+    count = d[16]
+    exp = d[17] >> 2
+    mantissa = ((d[17] & 0x03) << 16) | (d[18] << 8) | d[19]
+    ssrcs = [U32.unpack_from(d, 20 + 4 * i)[0] for i in range(count) if 24 + 4 * i <= len(d)]
+    return mantissa << exp, ssrcs
+
+
+def build_remb(sender_ssrc: int, bitrate: int, ssrcs: list[int]) -> bytes:
+    exp = 0
+    while bitrate >= (1 << 18):
+        bitrate >>= 1
+        exp += 1
+    body = (U32.pack(sender_ssrc) + U32.pack(0) + b"REMB" + bytes([len(ssrcs), (exp << 2) | (bitrate >> 16)])
+            + U16.pack(bitrate & 0xFFFF) + b"".join(U32.pack(s) for s in ssrcs))
+    return RTCP_HEADER.pack(0x80 | PSFB_AFB, RTCP_PSFB, len(body) // 4) + body
+
+
+def abs_send_time_extension(ext_id: int, unix_time: float) -> bytes:
+    """A one-byte-form extension block carrying abs-send-time (6.18 fixed point seconds)."""
+    value = int(unix_time * (1 << 18)) & 0xFFFFFF
+    return ABS_SEND_TIME_BLOCK.pack(ONE_BYTE_PROFILE, 1, (ext_id << 4) | 2, value >> 8, value & 0xFF)
+
+
+ABS_SEND_TIME_BLOCK = struct.Struct("!HHBHB")
+
+
 def build_bye(ssrcs: list[int]) -> bytes:
     ssrcs = ssrcs[:31]
     return RTCP_HEADER.pack(0x80 | len(ssrcs), RTCP_BYE, len(ssrcs)) + b"".join(U32.pack(s) for s in ssrcs)

@@ -37,6 +37,7 @@ from .dtls import fingerprint_lines
 from .forward import UpTrack
 from .net import MediaNetwork, local_ipv4_addresses
 from .participant import JoinSettings, PublishedTrack, RtcParticipant
+from .quality import OFF, AllocationTrack, DynacastState, allocate, deficient, subscribed_quality_update
 from .transport import WebRtcTransport
 
 log = get_logger("lkserver.rtc")
@@ -63,6 +64,10 @@ SOURCES = {"camera": pm.TrackSource.CAMERA, "microphone": pm.TrackSource.MICROPH
 SPEAKER_ACTIVE_LEVEL = 35  # dBov; lower is louder
 SPEAKER_MIN_PERCENTILE = 40
 SPEAKER_INTERVAL = 0.4
+PROBE_INTERVAL = 0.05
+QUALITY_INTERVAL = 5.0
+PROBE_DURATION = 2.0
+PROBE_MIN_BPS = 200_000
 ICE_PREFERENCE_TTL = 60.0
 
 
@@ -136,6 +141,8 @@ class RtcService:
         await self.network.start()
         self._tasks.append(asyncio.create_task(self._every(1.0, self._each_second)))
         self._tasks.append(asyncio.create_task(self._every(SPEAKER_INTERVAL, self._update_speakers)))
+        self._tasks.append(asyncio.create_task(self._every(PROBE_INTERVAL, self._probe)))
+        self._tasks.append(asyncio.create_task(self._every(QUALITY_INTERVAL, self._connection_quality)))
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -158,6 +165,7 @@ class RtcService:
         now = time.monotonic()
         for p in list(self.participants.values()):
             p.send_receiver_reports()
+            self._refresh_layers(p, now)
             if p.closed or not p.has_signal:
                 continue
             if p.ws_attached.is_set():
@@ -539,6 +547,8 @@ class RtcService:
         if track.published or p.closed:
             return
         track.published = True
+        if track.is_video and track.dynacast is None:
+            track.dynacast = DynacastState(published_at=time.monotonic())
         self.rooms.track_published(p.room, p.p, track.info)
         for other in self._rtc_participants(p.room):
             if other is p or other.closed:
@@ -564,9 +574,10 @@ class RtcService:
         p.tracks.pop(track.sid, None)
         if p.tracks_by_mid.get(track.mid) is track:
             del p.tracks_by_mid[track.mid]
-        if track.up is not None:
-            p.ups_by_ssrc.pop(track.up.ssrc, None)
-            self.retired["received_packets"] += track.up.packets
+        for up in track.receiver.layers if track.receiver is not None else []:
+            if up is not None:
+                p.ups_by_ssrc.pop(up.ssrc, None)
+                self.retired["received_packets"] += up.packets
 
     def arrived(self, p: RtcParticipant) -> None:
         """A participant moved into p.room: tell it (RoomMovedResponse), republish, subscribe."""
@@ -704,6 +715,133 @@ class RtcService:
             if (identities or sids) and p.identity not in identities and p.sid not in sids:
                 continue
             p.send_data(packet)
+
+    # -- media quality: layers, dynacast, allocation, stream state, connection quality ----------
+
+    def _refresh_layers(self, p: RtcParticipant, now: float) -> None:
+        """Once a second: follow layers the publishers started or stopped, tell subscribers
+        which streams are paused, and let dynacast's delayed downgrades go out."""
+        changed = []
+        for sub in p.subscriptions.values():
+            down = sub.down
+            if down is None:
+                continue
+            down.select()
+            receiver = down.receiver
+            flowing = not sub.disabled and bool(receiver.active_layers(now))
+            state = pr.StreamState.ACTIVE if flowing else pr.StreamState.PAUSED
+            if state != sub.stream_state:
+                sub.stream_state = state
+                changed.append(pr.StreamStateInfo(participant_sid=sub.track.owner.sid, track_sid=sub.track.sid,
+                                                  state=state))
+        if changed:
+            p.send_signal(pr.SignalResponse(stream_state_update=pr.StreamStateUpdate(stream_states=changed)))
+        for track in p.tracks.values():
+            if track.published and track.is_video:
+                self._dynacast(track, now)
+
+    def subscriptions_changed(self, track: PublishedTrack) -> None:
+        if track.is_video and track.published:
+            self._dynacast(track, time.monotonic())
+
+    def _dynacast(self, track: PublishedTrack, now: float) -> None:
+        """Tell the publisher which layers anyone wants (SubscribedQualityUpdate)."""
+        state = track.dynacast
+        if state is None or track.codec is None:
+            return
+        wanted = OFF
+        for sub in track.subscriptions.values():
+            if sub.disabled:
+                continue
+            layer = sub.max_layer
+            down = sub.down
+            if down is not None:
+                layer = min(layer, down.bandwidth_layer)
+                if down.current is not None:
+                    layer = max(layer, down.current.layer)
+            wanted = max(wanted, layer)
+        send = state.update(wanted, now)
+        if send is not None:
+            track.owner.send_signal(pr.SignalResponse(
+                subscribed_quality_update=subscribed_quality_update(track.info, track.codec.mime, send)))
+
+    def bandwidth_estimate(self, p: RtcParticipant, bitrate: float) -> None:
+        """A subscriber's REMB: re-allocate its video layers within what its link carries."""
+        p.estimate = float(bitrate)
+        tracks, audio = [], 0.0
+        now = time.monotonic()
+        for sub in p.subscriptions.values():
+            down = sub.down
+            if down is None:
+                continue
+            receiver = down.receiver
+            if not receiver.is_video:
+                primary = receiver.primary
+                audio += primary.bitrate if primary is not None else 0.0
+                continue
+            rates = [u.bitrate if u is not None and u.active(now) else 0.0 for u in receiver.layers]
+            tracks.append(AllocationTrack(sub, OFF if sub.disabled else sub.max_layer, rates,
+                                          1 if sub.track.info.source == pm.TrackSource.SCREEN_SHARE else 0))
+        if not tracks:
+            return
+        allocation = allocate(p.estimate, tracks, audio)
+        for sub, layer in allocation.items():
+            down = sub.down  # type: ignore[attr-defined]
+            if down is not None and layer != OFF and down.bandwidth_layer != layer:
+                down.bandwidth_layer = layer
+                down.select()
+                self.subscriptions_changed(sub.track)  # type: ignore[attr-defined]
+        step = deficient(tracks, allocation)
+        if step is not None and now >= p.probe_until + PROBE_DURATION:
+            p.probe_bps = max(1.2 * step, PROBE_MIN_BPS)
+            p.probe_until = now + PROBE_DURATION
+        elif step is None:
+            p.probe_until = 0.0
+
+    def _probe(self) -> None:
+        """Padding towards deficient subscribers so their REMB can show more room."""
+        now = time.monotonic()
+        for p in list(self.participants.values()):
+            if p.probe_until <= now or p.closed:
+                continue
+            down = next((s.down for s in p.subscriptions.values()
+                         if s.down is not None and s.down.rtx_ssrc and s.down.current is not None), None)
+            if down is not None:
+                down.send_padding(max(1, int(p.probe_bps * PROBE_INTERVAL / 8 / 300)))
+
+    def _connection_quality(self) -> None:
+        """ConnectionQualityUpdate when a participant's category changes (LiveKit, every 5 s)."""
+        rooms: dict[str, list[pm.ConnectionQualityInfo]] = {}
+        for p in list(self.participants.values()):
+            if p.closed:
+                continue
+            now = time.time()
+            for track in p.tracks.values():
+                for up in (track.receiver.layers if track.receiver is not None else []):
+                    if up is not None and up.packets:
+                        block = up.report_block(now)
+                        if block is not None:
+                            p.scorer.add(block.fraction_lost / 256, 1000 * up.jitter / up.clock_rate, 0, up.is_video)
+            for sub in p.subscriptions.values():
+                down = sub.down
+                if down is not None and down.current is not None:
+                    distance = min(down.desired_layer(), max((u.layer for u in down.receiver.layers if u), default=0)) \
+                        - down.current.layer
+                    p.scorer.add(down.remote_loss, 1000 * down.remote_jitter / down.receiver.clock_rate,
+                                 distance if down.receiver.is_video else 0, down.receiver.is_video)
+            before = p.scorer.quality
+            after = p.scorer.window()
+            if after != before or not p.quality_sent:
+                p.quality_sent = True
+                rooms.setdefault(p.room.name, []).append(pm.ConnectionQualityInfo(
+                    participant_sid=p.sid, quality=after, score=round(p.scorer.mos, 2)))
+        for room_name, updates in rooms.items():
+            room = self.rooms.get_room(room_name)
+            if room is None:
+                continue
+            msg = pr.SignalResponse(connection_quality=pr.ConnectionQualityUpdate(updates=updates))
+            for p in self._rtc_participants(room):
+                p.send_signal(msg)
 
     # -- speakers --------------------------------------------------------------------------------
 

@@ -1,0 +1,145 @@
+"""Media quality policy (sans-I/O): stream allocation, dynacast, connection quality.
+
+- Stream allocator (livekit pkg/sfu/streamallocator): a subscriber's bandwidth estimate (REMB)
+  is handed out in rounds, layer 0 for every video track first, then layer 1, then 2, in
+  priority order (screen share first); a track never drops below layer 0 (LiveKit's default
+  without subscriber_allow_pause).
+- Dynacast (pkg/rtc/dynacast): the highest layer any subscriber wants, per published track;
+  upgrades go out at once, downgrades after 5 s; 10 s after publishing an update is sent even
+  with nobody subscribed, so unwatched layers stop.
+- Connection quality (pkg/sfu/connectionquality/scorer.go): 100 - delay effect - loss effect -
+  35 per layer below the wanted one, smoothed, mapped to EXCELLENT / GOOD / POOR / LOST, and the
+  MOS-like score LiveKit reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from livekit.protocol import models as pm
+
+DYNACAST_DOWNGRADE_DELAY = 5.0
+DYNACAST_INITIAL_WAIT = 10.0
+OFF = -1
+
+
+@dataclass
+class AllocationTrack:
+    """What the allocator needs to know of one subscribed video track."""
+
+    key: object
+    desired: int  # the layer the subscriber's view wants (-1: paused)
+    layer_bitrates: list[float]  # bits/s per layer (0 when the layer is not sent)
+    priority: int = 0  # higher first (screen share)
+
+
+def allocate(capacity: float, tracks: list[AllocationTrack], audio_bitrate: float = 0.0) -> dict[object, int]:
+    """Layer per track for a subscriber with `capacity` bits/s."""
+    remaining = capacity - audio_bitrate
+    out: dict[object, int] = {t.key: OFF for t in tracks}
+    spent: dict[object, float] = {t.key: 0.0 for t in tracks}
+    ordered = sorted(tracks, key=lambda t: -t.priority)
+    for layer in range(3):
+        for t in ordered:
+            if t.desired < layer or layer >= len(t.layer_bitrates) or t.layer_bitrates[layer] <= 0:
+                continue
+            cost = t.layer_bitrates[layer] - spent[t.key]
+            if layer == 0 or cost <= remaining:
+                out[t.key] = layer
+                remaining -= cost
+                spent[t.key] = t.layer_bitrates[layer]
+    for t in ordered:  # never below layer 0 while something is sent
+        if out[t.key] == OFF and t.desired >= 0:
+            out[t.key] = 0
+    return out
+
+
+def deficient(tracks: list[AllocationTrack], allocation: dict[object, int]) -> Optional[float]:
+    """The extra bits/s the next upgrade needs, or None when everyone has what they want."""
+    best: Optional[float] = None
+    for t in tracks:
+        have = allocation.get(t.key, OFF)
+        up = have + 1
+        if have >= t.desired or up >= len(t.layer_bitrates) or t.layer_bitrates[up] <= 0:
+            continue
+        step = t.layer_bitrates[up] - (t.layer_bitrates[have] if have >= 0 else 0)
+        best = step if best is None else min(best, step)
+    return best
+
+
+@dataclass
+class DynacastState:
+    """The layers a published track's subscribers want, as last told to its publisher."""
+
+    published_at: float
+    sent: Optional[int] = None  # max layer last sent (None: never)
+    pending: Optional[int] = None  # a downgrade waiting for its delay
+    pending_since: float = 0.0
+
+    def update(self, wanted: int, now: float) -> Optional[int]:
+        """The max layer to send to the publisher now, or None to send nothing."""
+        if self.sent is None:
+            if wanted == OFF and now - self.published_at < DYNACAST_INITIAL_WAIT:
+                return None
+            self.sent = wanted
+            self.pending = None
+            return wanted
+        if wanted > self.sent:
+            self.sent, self.pending = wanted, None
+            return wanted
+        if wanted == self.sent:
+            self.pending = None
+            return None
+        if self.pending != wanted:
+            self.pending, self.pending_since = wanted, now
+            return None
+        if now - self.pending_since >= DYNACAST_DOWNGRADE_DELAY:
+            self.sent, self.pending = wanted, None
+            return wanted
+        return None
+
+
+def subscribed_quality_update(track: pm.TrackInfo, codec_mime: str, max_layer: int):
+    """SubscribedQualityUpdate for a track: qualities up to `max_layer` enabled."""
+    from livekit.protocol import rtc as pr
+
+    qualities = sorted({v.quality for v in track.layers} or {pm.VideoQuality.LOW, pm.VideoQuality.MEDIUM,
+                                                              pm.VideoQuality.HIGH})
+    subscribed = [pr.SubscribedQuality(quality=q, enabled=max_layer != OFF and i <= max_layer)
+                  for i, q in enumerate(qualities)]
+    # the client matches the codec against its own lower-case name without the kind prefix
+    codec = codec_mime.split("/", 1)[-1].lower()
+    return pr.SubscribedQualityUpdate(track_sid=track.sid, subscribed_qualities=subscribed,
+                                      subscribed_codecs=[pr.SubscribedCodec(codec=codec, qualities=subscribed)])
+
+
+@dataclass
+class QualityScorer:
+    """One participant's connection quality over 5 s windows."""
+
+    score: float = 100.0
+    quality: int = pm.ConnectionQuality.EXCELLENT
+    samples: list[float] = field(default_factory=list)
+
+    def add(self, loss_fraction: float, jitter_ms: float, layer_distance: int = 0, video: bool = True) -> None:
+        delay = 2 * jitter_ms
+        delay_effect = delay / 40 if delay <= 160 else (delay - 120) / 10
+        loss_effect = loss_fraction * 100 * (10 if video else 8)
+        self.samples.append(100 - delay_effect - loss_effect - 35 * max(layer_distance, 0))
+
+    def window(self) -> int:
+        """Close a window; returns the new quality category."""
+        raw = min(self.samples) if self.samples else self.score
+        self.samples.clear()
+        factor = 0.4 if raw > self.score else 0.8
+        self.score = max(30.0, factor * self.score + (1 - factor) * raw) if raw >= 30 else max(20.0, raw)
+        s = self.score
+        self.quality = (pm.ConnectionQuality.EXCELLENT if s > 80 else pm.ConnectionQuality.GOOD if s > 40
+                        else pm.ConnectionQuality.POOR if s > 20 else pm.ConnectionQuality.LOST)
+        return self.quality
+
+    @property
+    def mos(self) -> float:
+        s = self.score
+        return min(4.5, 1 + 0.035 * s + 7e-6 * s * (s - 60) * (100 - s))
