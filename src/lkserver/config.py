@@ -145,6 +145,26 @@ class SIPSettings:
 
 
 @dataclass
+class EgressSettings:
+    """The `egress:` section (lkserver's own; keys as LiveKit egress's config where they match)."""
+
+    output_dir: str = ""  # local storage of outputs; default <data_dir>/egress
+    tmp_dir: str = ""  # work files while recording; default <data_dir>/egress-tmp
+    # CPU cores reserved per job (LiveKit egress's cpu_cost keys), admission against
+    # max_cpu_utilization x cores; omitted keys keep lkserver's measured defaults
+    cpu_cost: dict = field(default_factory=dict)
+    max_cpu_utilization: float = 0.8
+    # seconds: file_output_max_duration, stream_output_max_duration, segment_output_max_duration,
+    # image_output_max_duration (LiveKit's session_limits); 0 = no limit
+    session_limits: dict = field(default_factory=dict)
+    warm_workers: int = 1  # worker processes kept started ahead of the next egress
+    x264_preset: str = "veryfast"
+    # storage endpoint overrides, e.g. azure: "http://127.0.0.1:10000/{account_name}" (Azurite)
+    storage_endpoints: dict = field(default_factory=dict)
+    chromium_path: str = ""  # web egress browser; default `chromium` on PATH
+
+
+@dataclass
 class Config:
     port: int = 7880
     bind_addresses: list = field(default_factory=lambda: [""])
@@ -161,6 +181,7 @@ class Config:
     prometheus: PrometheusSettings = field(default_factory=PrometheusSettings)
     logging: LoggingSettings = field(default_factory=LoggingSettings)
     rtc: RTCSettings = field(default_factory=RTCSettings)
+    egress: EgressSettings = field(default_factory=EgressSettings)
     sip: SIPSettings = field(default_factory=SIPSettings)
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)

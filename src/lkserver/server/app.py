@@ -55,6 +55,7 @@ class Server:
             self.http.add_route(path, handler)
         self._wire_analytics_and_gateway(config)
         self._wire_sip_and_agents(config)
+        self._wire_egress(config)
         self.metrics.track_media(self.rtc.media_stats)
         self.metrics.track_rooms(lambda: len(self.rooms.rooms),
                                  lambda: sum(len(r.participants) for r in self.rooms.rooms.values()))
@@ -62,6 +63,17 @@ class Server:
         self.port = config.port
         self.metrics_port = config.prometheus.port
         self._stopped = asyncio.Event()
+
+    def _wire_egress(self, config: Config) -> None:
+        """Egress: jobs in worker processes fed from the SFU; CreateRoom's auto egress."""
+        from livekit.protocol import egress as proto_egress
+
+        from ..egress.manager import EgressManager
+        from ..services.egress import EgressService
+
+        self.egress = EgressManager(config.egress, config.data_dir, self.rooms, self.store, self.events, self.rtc)
+        self.twirp.mount(proto_egress.DESCRIPTOR.services_by_name["Egress"], EgressService(self.egress))
+        self.room_service.egress_launcher = self.egress
 
     def _wire_sip_and_agents(self, config: Config) -> None:
         """SIP (service + bridge) and agents (/agent workers, dispatches, their service)."""
@@ -124,6 +136,7 @@ class Server:
         await self.webhooks.start()
         await self.rooms.start()
         await self.rtc.start()
+        await self.egress.start()
         await self.analytics.start()
         await self.dispatcher.start()
         await self.sip_bridge.start()
@@ -162,6 +175,7 @@ class Server:
         self._runners.clear()
         await self.sip_bridge.stop()
         await self.dispatcher.stop()
+        await self.egress.stop()
         await self.rtc.stop()
         await self.rooms.stop()
         await self.analytics.stop()

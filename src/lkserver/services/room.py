@@ -86,9 +86,12 @@ class RoomService:
             self.limits.metadata(agent.metadata)
             self.limits.attributes(agent.attributes)
         try:
-            room, _ = await self.rooms.create_room(req)
+            room, created = await self.rooms.create_room(req)
         except UnknownRoomPreset as e:
             raise TwirpError(INVALID_ARGUMENT, str(e)) from None
+        if created and req.HasField("egress") and req.egress.HasField("room"):
+            # auto egress: the room composite starts with the room; its failure fails CreateRoom
+            await self.egress_launcher.start_room_egress(room.name, req.egress.room)  # type: ignore[union-attr]
         return room
 
     async def list_rooms(self, ctx: RequestContext, req: proto.ListRoomsRequest) -> proto.ListRoomsResponse:
