@@ -2,9 +2,10 @@
 # Debian packages the test suite uses; installed only when missing (needs root or sudo).
 # redis-server: the Redis store tests; chromium: livekit-client's realtime tests (driven by
 # playwright-core with executablePath /usr/bin/chromium; no browser is ever downloaded); ffmpeg: the
-# ingress tests' RTMP encoder (pushes a test pattern with a tone, as OBS would).
+# ingress tests' RTMP encoder (pushes a test pattern with a tone, as OBS would); sip-tester: sipp,
+# the far end of the SIP call tests.
 set -euo pipefail
-PKGS=(redis-server chromium ffmpeg)
+PKGS=(redis-server chromium ffmpeg sip-tester)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

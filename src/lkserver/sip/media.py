@@ -4,7 +4,7 @@ G.711 is table driven (numpy; encode by nearest decoded level, so both laws shar
 method). 8 kHz <-> 48 kHz resampling is linear interpolation up and block averaging down
 (a box low-pass: telephone bandwidth is 3.4 kHz). Opus goes through PyAV's libopus. One 20 ms
 frame costs tens of microseconds in each direction, so it runs on the event loop. `RtpEndpoint`
-is the UDP socket of one call: symmetric RTP (it answers where packets come from).
+is the UDP socket of one call (symmetric RTP when the far end is behind NAT).
 """
 
 from __future__ import annotations
@@ -237,9 +237,12 @@ class RtpEndpoint(asyncio.DatagramProtocol):
         self.transport = transport  # type: ignore[assignment]
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:  # type: ignore[override]
-        if not self.latched and self.remote != addr[:2]:
-            self.remote = addr[:2]  # symmetric RTP: answer where the far end sends from
-        self.latched = True
+        if not self.latched:
+            # symmetric RTP behind NAT: media from another host than the SDP named is answered
+            # there; from the named host, the SDP's port stands (a far end may send from another)
+            if self.remote is None or self.remote[0] != addr[0]:
+                self.remote = (addr[0], addr[1])
+            self.latched = True
         self.received += 1
         self.on_packet(data)
 
