@@ -9,9 +9,6 @@ NODE_IP, UDP_PORT. Keys LiveKit knows but lkserver does not use are reported, no
 lkserver's own sections: `analytics.*` (sessions) and `gateway.*` (tenant REST gateway; env
 AUTH_REQUIRED overrides gateway.auth_required).
 
-lkserver's own sections: `analytics.*` (sessions) and `gateway.*` (tenant REST gateway; env
-AUTH_REQUIRED overrides gateway.auth_required).
-
 Nothing else in lkserver reads the environment (the client SDK's LIVEKIT_* defaults aside).
 """
 
@@ -168,24 +165,6 @@ class EgressSettings:
 
 
 @dataclass
-class AnalyticsSettings:
-    # sessions (room lifetimes) are kept this many days; the sessions API's `start` may reach back
-    # this far (LiveKit Cloud: "within 7 days of the current date")
-    retention_days: int = 7
-
-
-@dataclass
-class GatewaySettings:
-    # the tenant REST gateway under /livekit/ (gateway/): off unless enabled
-    enabled: bool = False
-    # on: every request needs a tenant secret (env AUTH_REQUIRED); off: no tenants, every room visible
-    auth_required: bool = False
-    tenants: dict = field(default_factory=dict)  # tenant id -> secret
-    token_ttl: int = 900  # seconds a join token from POST /livekit/token is valid
-    livekit_url: str = ""  # returned with tokens; default: ws(s)://<the request's Host>
-
-
-@dataclass
 class Config:
     port: int = 7880
     bind_addresses: list = field(default_factory=lambda: [""])
@@ -204,8 +183,6 @@ class Config:
     rtc: RTCSettings = field(default_factory=RTCSettings)
     egress: EgressSettings = field(default_factory=EgressSettings)
     sip: SIPSettings = field(default_factory=SIPSettings)
-    analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
-    gateway: GatewaySettings = field(default_factory=GatewaySettings)
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     # keys present in the file that lkserver does not use (reported at start)
@@ -336,8 +313,6 @@ def load_config(
         cfg.rtc.udp_port = env["UDP_PORT"]
     if env.get("AUTH_REQUIRED"):
         cfg.gateway.auth_required = _env_bool("AUTH_REQUIRED", env["AUTH_REQUIRED"])
-    if env.get("AUTH_REQUIRED"):
-        cfg.gateway.auth_required = _env_bool("AUTH_REQUIRED", env["AUTH_REQUIRED"])
 
     if dev:
         cfg.development = True
@@ -368,15 +343,6 @@ def load_config(
         cfg.prometheus.port = cfg.prometheus_port
     validate(cfg)
     return cfg
-
-
-def _env_bool(name: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("1", "true", "yes", "on"):
-        return True
-    if v in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}: expected true or false, got {value!r}")
 
 
 def _env_bool(name: str, value: str) -> bool:
@@ -422,25 +388,6 @@ def validate(cfg: Config) -> None:
     for name in ("empty_timeout", "departure_timeout", "max_participants"):
         if getattr(cfg.room, name) < 0:
             raise ConfigError(f"room.{name} must not be negative")
-    if cfg.analytics.retention_days < 1:
-        raise ConfigError("analytics.retention_days must be at least 1")
-    validate_gateway(cfg.gateway)
-
-
-def validate_gateway(g: GatewaySettings) -> None:
-    tenants = g.tenants or {}
-    if not all(isinstance(k, (str, int)) and isinstance(v, (str, int)) and str(k) and str(v)
-               for k, v in tenants.items()):
-        raise ConfigError('gateway.tenants: expected "tenant id: secret" pairs, both non-empty')
-    g.tenants = {str(k): str(v) for k, v in tenants.items()}
-    if len(set(g.tenants.values())) != len(g.tenants):
-        raise ConfigError("gateway.tenants: two tenants share a secret (a secret must name one tenant)")
-    if g.enabled and g.auth_required and not g.tenants:
-        raise ConfigError("gateway.auth_required needs at least one tenant in gateway.tenants")
-    if g.token_ttl <= 0:
-        raise ConfigError("gateway.token_ttl must be positive (seconds)")
-    if g.livekit_url and not g.livekit_url.startswith(("ws://", "wss://", "http://", "https://")):
-        raise ConfigError(f"gateway.livekit_url {g.livekit_url!r} must start with ws://, wss://, http:// or https://")
     if cfg.analytics.retention_days < 1:
         raise ConfigError("analytics.retention_days must be at least 1")
     validate_gateway(cfg.gateway)

@@ -33,7 +33,6 @@ app.add_typer(room_app, name="room")
 room_app.add_typer(participants_app, name="participants")
 app.add_typer(__import__("lkserver.cli.webhook", fromlist=["webhook_app"]).webhook_app, name="webhook")
 app.add_typer(__import__("lkserver.cli.analytics", fromlist=["analytics_app"]).analytics_app, name="analytics")
-app.add_typer(__import__("lkserver.cli.analytics", fromlist=["analytics_app"]).analytics_app, name="analytics")
 
 # no console markup: room names, identities, metadata and server messages are printed as they are
 # ("[bold]x" is a valid room name and must not turn into bold "x", nor break --json output)

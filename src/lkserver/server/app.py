@@ -54,7 +54,6 @@ class Server:
         for path, handler in self.rtc.routes().items():
             self.http.add_route(path, handler)
         self._wire_analytics_and_gateway(config)
-        self._wire_analytics_and_gateway(config)
         self._wire_sip_and_agents(config)
         self._wire_egress(config)
         self.metrics.track_media(self.rtc.media_stats)
@@ -128,27 +127,6 @@ class Server:
         self.http.add_prefix(GATEWAY_PREFIX, self.gateway.handle)
         self.http.add_route("/openapi.json", handle_openapi)
 
-    def _wire_analytics_and_gateway(self, config: Config) -> None:
-        """Sessions analytics (recorder on the event stream, /api/project/), the tenant gateway
-        (/livekit/) and the OpenAPI document of both (/openapi.json)."""
-        from ..analytics import PREFIX as ANALYTICS_PREFIX
-        from ..analytics import AnalyticsApi, SessionRecorder
-        from ..gateway import PREFIX as GATEWAY_PREFIX
-        from ..gateway import Gateway, handle_openapi
-        from ..store.analytics import AnalyticsStore
-
-        self.analytics = SessionRecorder(
-            AnalyticsStore(self.store.kv), retention_days=config.analytics.retention_days,
-            media=self.rtc.participant_stream_bytes,
-            live_room_sids=lambda: [r.sid for r in self.rooms.rooms.values()])
-        self.events.subscribe(self.analytics.handle)
-        self.http.add_prefix(ANALYTICS_PREFIX, AnalyticsApi(
-            config.project_id, self.analytics, lambda request: self.http.authenticate(request)[0],
-            config.analytics.retention_days).handle)
-        self.gateway = Gateway(config.gateway, self.room_service, config.keys, config.limit)
-        self.http.add_prefix(GATEWAY_PREFIX, self.gateway.handle)
-        self.http.add_route("/openapi.json", handle_openapi)
-
     async def start(self) -> None:
         for key in short_secrets(self.config):
             if not self.config.development:
@@ -158,7 +136,6 @@ class Server:
         await self.webhooks.start()
         await self.rooms.start()
         await self.rtc.start()
-        await self.analytics.start()
         await self.egress.start()
         await self.analytics.start()
         await self.dispatcher.start()
@@ -201,7 +178,6 @@ class Server:
         await self.egress.stop()
         await self.rtc.stop()
         await self.rooms.stop()
-        await self.analytics.stop()
         await self.analytics.stop()
         await self.webhooks.stop()
         await self.store.close()
