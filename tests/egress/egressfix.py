@@ -149,3 +149,46 @@ def wall_seconds(started_ns: int, ended_ns: int) -> float:
 
 __all__ = ["API_KEY", "API_SECRET", "PY_CLIENT", "Probe", "Publisher", "S", "eg_server", "egress_config", "lkapi",
            "probe", "start_egress_server", "token", "tone_of", "wait_status", "wall_seconds"]
+
+
+class RtmpListener:
+    """A local RTMP server (FFmpeg's, through PyAV) that receives one push and saves it as FLV."""
+
+    def __init__(self, tmp: Path, name: str = "live") -> None:
+        import threading
+
+        from conftest import free_port
+
+        self.port = free_port()
+        self.url = f"rtmp://127.0.0.1:{self.port}/live/{name}-key"
+        self.path = tmp / f"{name}-{self.port}.flv"
+        self.packets = {"video": 0, "audio": 0}
+        self.error = ""
+        self.connected = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            src = av.open(self.url, "r", format="flv", options={"listen": "1", "timeout": "60"})
+        except Exception as e:  # noqa: BLE001
+            self.error = str(e)
+            return
+        self.connected.set()
+        out = av.open(str(self.path), "w", format="flv")
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams if s.type in ("audio", "video")}
+        try:
+            for p in src.demux():
+                if p.dts is None or p.stream.index not in streams:
+                    continue
+                self.packets[p.stream.type] += 1
+                p.stream = streams[p.stream.index]
+                out.mux(p)
+        except Exception:  # noqa: BLE001 - the pusher closing ends the demuxer with EIO
+            pass
+        finally:
+            out.close()
+            src.close()
+
+    def join(self, timeout: float = 15.0) -> None:
+        self.thread.join(timeout)

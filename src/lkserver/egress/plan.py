@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 
 from google.protobuf.json_format import MessageToDict
 from livekit.protocol import egress as pe
+from livekit.protocol import models as pm
 
 from ..twirp.errors import FAILED_PRECONDITION, INVALID_ARGUMENT, TwirpError
 
@@ -431,17 +432,17 @@ def _encoding(plan: EgressPlan, req: Any, oneof: str = "options") -> None:
 
 def apply_advanced(plan: EgressPlan, adv: pe.EncodingOptions) -> None:
     """egress config.applyAdvanced: codecs, sizes (>= 16 and even), depth 8/16/24, rates."""
-    plan.audio_codec = {pe.AudioCodec.OPUS: OPUS, pe.AudioCodec.AAC: AAC,
-                        pe.AudioCodec.AC_MP3: MP3}.get(adv.audio_codec, plan.audio_codec)
+    plan.audio_codec = {pm.AudioCodec.OPUS: OPUS, pm.AudioCodec.AAC: AAC,
+                        pm.AudioCodec.AC_MP3: MP3}.get(adv.audio_codec, plan.audio_codec)
     if adv.audio_bitrate:
         plan.audio_bitrate = adv.audio_bitrate
     if adv.audio_frequency:
         plan.audio_frequency = adv.audio_frequency
-    if adv.video_codec == pe.VideoCodec.H264_BASELINE:
+    if adv.video_codec == pm.VideoCodec.H264_BASELINE:
         plan.video_codec, plan.video_profile = H264, "baseline"
-    elif adv.video_codec == pe.VideoCodec.H264_MAIN:
+    elif adv.video_codec == pm.VideoCodec.H264_MAIN:
         plan.video_codec = H264
-    elif adv.video_codec == pe.VideoCodec.H264_HIGH:
+    elif adv.video_codec == pm.VideoCodec.H264_HIGH:
         plan.video_codec, plan.video_profile = H264, "high"
     if adv.width > 0:
         if adv.width < 16 or adv.width % 2:
@@ -733,7 +734,6 @@ def _encoded_outputs(plan: EgressPlan, req: Any, info: pe.EgressInfo, now: float
     if seg is not None:
         plan.segments = _segments_output(plan, seg, storage_of(seg), now)
         _segments_info(plan, info)
-    _finish_outputs(plan, info, stream is not None)
     if images:
         if not plan.video_enabled:
             raise invalid_input("audio_only images")
@@ -742,6 +742,7 @@ def _encoded_outputs(plan: EgressPlan, req: Any, info: pe.EgressInfo, now: float
         for img in images:
             plan.images.append(_images_output(plan, img, storage_of(img), now))
             info.image_results.add(filename_prefix=plan.images[-1].info_prefix)
+    _finish_outputs(plan, info, stream is not None)
     _set_result(plan, info)
 
 

@@ -89,7 +89,8 @@ def copy_packet(p: Any, stream: Any) -> Any:
     q = av.Packet(bytes(p))
     q.pts, q.dts, q.time_base = p.pts, p.dts, p.time_base
     q.is_keyframe = p.is_keyframe
-    q.stream = stream
+    if stream is not None:
+        q.stream = stream
     return q
 
 
