@@ -2,8 +2,8 @@
 
 Keys follow livekit-server's config (pkg/config/config.go) where they overlap: `port`,
 `bind_addresses`, `keys`, `key_file`, `development`, `room.*`, `limit.*`, `webhook.*`,
-`redis.*`, `prometheus.*`, `logging.*`, `rtc.*`. Environment variables as LiveKit reads them:
-LIVEKIT_CONFIG (a YAML body), LIVEKIT_KEYS ("key: secret" lines), REDIS_HOST, REDIS_PASSWORD,
+`redis.*`, `prometheus.*`, `logging.*`, `rtc.*`, `ingress.*`. Environment variables as LiveKit
+reads them: LIVEKIT_CONFIG (a YAML body), LIVEKIT_KEYS ("key: secret" lines), REDIS_HOST, REDIS_PASSWORD,
 NODE_IP, UDP_PORT. Keys LiveKit knows but lkserver does not use are reported, not fatal.
 
 lkserver's own sections: `analytics.*` (sessions) and `gateway.*` (tenant REST gateway; env
@@ -112,6 +112,18 @@ class RTCSettings:
 
 
 @dataclass
+class IngressSettings:
+    # what CreateIngress returns as `url` (LiveKit's ingress.rtmp_base_url / whip_base_url); when
+    # empty, built from the listening ports and rtc.node_ip (set them for a public deployment)
+    rtmp_base_url: str = ""
+    whip_base_url: str = ""
+    # RTMP listener; 0 picks a free port, negative disables it. The default port being taken is
+    # logged and RTMP stays off; a port set in the config file must be free.
+    rtmp_port: int = 1935
+    rtmp_port_required: bool = field(default=False, repr=False)  # rtmp_port came from the file
+
+
+@dataclass
 class AnalyticsSettings:
     # sessions (room lifetimes) are kept this many days; the sessions API's `start` may reach back
     # this far (LiveKit Cloud: "within 7 days of the current date")
@@ -183,6 +195,7 @@ class Config:
     rtc: RTCSettings = field(default_factory=RTCSettings)
     egress: EgressSettings = field(default_factory=EgressSettings)
     sip: SIPSettings = field(default_factory=SIPSettings)
+    ingress: IngressSettings = field(default_factory=IngressSettings)
     analytics: AnalyticsSettings = field(default_factory=AnalyticsSettings)
     gateway: GatewaySettings = field(default_factory=GatewaySettings)
     # keys present in the file that lkserver does not use (reported at start)
@@ -292,6 +305,9 @@ def load_config(
             if not isinstance(data, dict):
                 raise ConfigError(f"{origin}: expected a mapping at the top level")
             bind_from_file = "bind_addresses" in data
+            ingress = data.get("ingress")
+            if isinstance(ingress, dict) and ingress.get("rtmp_port") is not None:
+                cfg.ingress.rtmp_port_required = True
             keys = data.pop("keys", None)
             _apply(cfg, data, "", cfg.ignored_keys)
             if keys is not None:
@@ -383,6 +399,12 @@ def validate(cfg: Config) -> None:
         raise ConfigError(f"logging.level: expected one of {', '.join(LOG_LEVELS)}, got {cfg.logging.level!r}")
     if not (0 <= cfg.port <= 65535):
         raise ConfigError(f"port {cfg.port} is out of range")
+    if cfg.ingress.rtmp_port > 65535:
+        raise ConfigError(f"ingress.rtmp_port {cfg.ingress.rtmp_port} is out of range")
+    for url, schemes in ((cfg.ingress.rtmp_base_url, ("rtmp://", "rtmps://")),
+                         (cfg.ingress.whip_base_url, ("http://", "https://"))):
+        if url and not url.startswith(schemes):
+            raise ConfigError(f"ingress base URL {url!r} must start with {' or '.join(schemes)}")
     if not (0 <= cfg.sip.port <= 65535):
         raise ConfigError(f"sip.port {cfg.sip.port} is out of range")
     for name in ("empty_timeout", "departure_timeout", "max_participants"):

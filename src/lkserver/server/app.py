@@ -56,6 +56,7 @@ class Server:
         self._wire_analytics_and_gateway(config)
         self._wire_sip_and_agents(config)
         self._wire_egress(config)
+        self._wire_ingress(config)
         self.metrics.track_media(self.rtc.media_stats)
         self.metrics.track_rooms(lambda: len(self.rooms.rooms),
                                  lambda: sum(len(r.participants) for r in self.rooms.rooms.values()))
@@ -74,6 +75,18 @@ class Server:
         self.egress = EgressManager(config.egress, config.data_dir, self.rooms, self.store, self.events, self.rtc)
         self.twirp.mount(proto_egress.DESCRIPTOR.services_by_name["Egress"], EgressService(self.egress))
         self.room_service.egress_launcher = self.egress
+
+    def _wire_ingress(self, config: Config) -> None:
+        """Ingress: the Ingress Twirp service, the RTMP listener (started in start()) and WHIP."""
+        from livekit.protocol import ingress as proto_ingress
+
+        from ..ingress import Ingress
+        from ..services.ingress import IngressService
+
+        self.ingress = Ingress(config, self.store, self.events, self.rtc)
+        self.twirp.mount(proto_ingress.DESCRIPTOR.services_by_name["Ingress"], IngressService(self.ingress.manager))
+        self.http.add_route(self.ingress.whip_path, self.ingress.whip.handle)
+        self.http.add_prefix(self.ingress.whip_path + "/", self.ingress.whip.handle)
 
     def _wire_sip_and_agents(self, config: Config) -> None:
         """SIP (service + bridge) and agents (/agent workers, dispatches, their service)."""
@@ -141,6 +154,7 @@ class Server:
         await self.dispatcher.start()
         await self.sip_bridge.start()
         self.port = await self._listen(self.http.app, self.config.bind_hosts, self.config.port)
+        await self.ingress.start(self.port)
         if self.config.prometheus.port:
             p = self.config.prometheus
             self.metrics_port = await self._listen(self.metrics.app(p.username, p.password),
@@ -176,6 +190,7 @@ class Server:
         await self.sip_bridge.stop()
         await self.dispatcher.stop()
         await self.egress.stop()
+        await self.ingress.stop()
         await self.rtc.stop()
         await self.rooms.stop()
         await self.analytics.stop()
