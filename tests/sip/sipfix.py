@@ -15,7 +15,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rtc"))
 
-from conftest import ServerProcess  # noqa: E402
+from conftest import ServerProcess
 from rtcfix import free_udp_port, require_netns, rtc_config
 
 from lkserver.sip import media
@@ -76,7 +76,7 @@ class RtpSink(asyncio.DatagramProtocol):
         self.transport: asyncio.DatagramTransport | None = None
 
     @classmethod
-    async def open(cls) -> "RtpSink":
+    async def open(cls) -> RtpSink:
         sink = cls()
         await asyncio.get_running_loop().create_datagram_endpoint(lambda: sink, local_addr=("127.0.0.1", 0))
         return sink
@@ -239,7 +239,7 @@ async def run_sipp(workdir: Path, scenario: str, *args: str, timeout: float = 40
         cwd=str(workdir))
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout + 10)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         proc.kill()
         out, _ = await proc.communicate()
     logs = "".join(p.read_text(errors="replace")[-3000:] for p in workdir.glob("*_errors.log"))

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import livekit.api as lk
 import pytest
-from livekit.protocol import models, sip
-
 from conftest import API_KEY, API_SECRET
+from livekit.protocol import models, sip
 
 
 @pytest.fixture

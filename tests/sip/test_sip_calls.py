@@ -12,12 +12,19 @@ from __future__ import annotations
 import asyncio
 
 import livekit.api as lk
+from conftest import API_KEY, API_SECRET
 from livekit.protocol import models, sip
-
-from sipfix import RtpSink, peak_hz, run_sipp, start_sip_server, uac_scenario, uas_scenario, write_ulaw_wav
-from conftest import API_KEY, API_SECRET  # noqa: E402
-from rtcfix import py_client, token  # noqa: E402  (tests/rtc, put on the path by sipfix)
-from test_rtc_python_sdk import assert_tone  # noqa: E402
+from rtcfix import py_client, token
+from sipfix import (
+    RtpSink,
+    peak_hz,
+    run_sipp,
+    start_sip_server,
+    uac_scenario,
+    uas_scenario,
+    write_ulaw_wav,
+)
+from test_rtc_python_sdk import assert_tone
 
 
 async def setup_inbound(api: lk.LiveKitAPI, room: str) -> None:
