@@ -32,6 +32,14 @@ class Encoding(Enum):
     PROTOBUF = PROTOBUF_CONTENT_TYPE
 
 
+# what the SDKs send (Python, Go: protobuf; Node: JSON with a charset), recognised in one lookup
+_EXACT_CONTENT_TYPES = {
+    PROTOBUF_CONTENT_TYPE: Encoding.PROTOBUF,
+    JSON_CONTENT_TYPE: Encoding.JSON,
+    "application/json;charset=UTF-8": Encoding.JSON,
+}
+
+
 def go_quote(s: str) -> str:
     """A string as Go's %q writes it (Twirp quotes paths, methods and content types this way)."""
     return json.dumps(s, ensure_ascii=False)
@@ -42,6 +50,9 @@ def encoding_for(content_type: str | None, invalid_route: str = "") -> Encoding:
 
     Anything else is Twirp's `bad_route`; `invalid_route` ("POST /twirp/...") becomes its
     `twirp_invalid_route` meta, as twirp's generated servers report it."""
+    exact = _EXACT_CONTENT_TYPES.get(content_type)  # type: ignore[arg-type]
+    if exact is not None:
+        return exact
     base = (content_type or "").split(";", 1)[0].strip().lower()
     if base == JSON_CONTENT_TYPE:
         return Encoding.JSON

@@ -44,6 +44,8 @@ def _bad_route(msg: str, http_method: str, path: str) -> TwirpError:
 class TwirpRouter:
     def __init__(self) -> None:
         self._services: dict[str, dict[str, Route]] = {}
+        # every served path, for the one-lookup fast path of a well-formed request
+        self._paths: dict[str, Route] = {}
 
     def mount(self, service: ServiceDescriptor, handler_obj: object) -> None:
         """Serve every RPC of `service` that `handler_obj` implements."""
@@ -60,6 +62,8 @@ class TwirpRouter:
                 handler=fn,
             )
         self._services[f"{PACKAGE}.{service.name}"] = routes
+        for name, route in routes.items():
+            self._paths[f"{PREFIX}/{PACKAGE}.{service.name}/{name}"] = route
 
     def services(self) -> list[str]:
         return list(self._services)
@@ -69,10 +73,16 @@ class TwirpRouter:
 
     def owns(self, path: str) -> bool:
         """Whether a path falls under a mounted service (else it is a plain 404)."""
+        if path in self._paths:
+            return True
         parts = path.split("/")
         return len(parts) >= 3 and parts[1] == PREFIX[1:] and parts[2] in self._services
 
     def resolve(self, http_method: str, path: str) -> Route:
+        if http_method == "POST":
+            route = self._paths.get(path)
+            if route is not None:
+                return route
         # twirp's generated ServeHTTP checks the HTTP method first, then the path
         if http_method != "POST":
             raise _bad_route(f"unsupported method {go_quote(http_method)} (only POST is allowed)",
