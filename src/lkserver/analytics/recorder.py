@@ -119,7 +119,11 @@ class SessionRecorder:
                 pass
         self._tasks = []
         self.sample()
-        await self.flush()
+        try:
+            await self.flush()
+        except Exception as e:
+            log.error("analytics_final_write_failed", unsaved_sessions=len(self._dirty_sessions),
+                      error=_describe(e))
 
     async def _recover(self) -> None:
         live_rooms = set(self.live_room_sids())
@@ -152,16 +156,16 @@ class SessionRecorder:
             await asyncio.sleep(seconds)
             try:
                 fn()
-            except Exception:
-                log.exception("analytics_periodic_failed", task=fn.__name__)
+            except Exception as e:
+                log.error("analytics_periodic_failed", task=fn.__name__, error=_describe(e))
 
     async def _purger(self) -> None:
         while True:
             await asyncio.sleep(PURGE_INTERVAL)
             try:
                 await self.purge()
-            except Exception:
-                log.exception("analytics_purge_failed")
+            except Exception as e:
+                log.error("analytics_purge_failed", error=_describe(e))
 
     # -- the event stream ------------------------------------------------------------------------
 
@@ -347,16 +351,23 @@ class SessionRecorder:
     # -- storing ---------------------------------------------------------------------------------
 
     async def _writer(self) -> None:
+        failures = 0
         while True:
             await self._wake.wait()
             self._wake.clear()
             await asyncio.sleep(self.flush_delay)  # let a burst of events share one batch
             try:
                 await self.flush()
-            except Exception:
-                log.exception("analytics_write_failed")
+            except Exception as e:
+                if not failures:
+                    log.error("analytics_write_failed", error=_describe(e), retry="with backoff")
+                failures += 1
                 self._wake.set()
-                await asyncio.sleep(RETRY_DELAY)
+                await asyncio.sleep(min(RETRY_DELAY * 2 ** min(failures, 5), 30.0))
+                continue
+            if failures:
+                log.info("analytics_write_recovered", failed_attempts=failures)
+                failures = 0
 
     async def flush(self) -> None:
         """Store every dirty record now (queries call this first: they see their own process's
@@ -399,6 +410,10 @@ class SessionRecorder:
         if removed:
             log.info("analytics_sessions_purged", count=removed, before=cutoff)
         return removed
+
+
+def _describe(e: BaseException) -> str:
+    return f"{type(e).__name__}: {e}"
 
 
 def _apply_egress(s: SessionRecord, egress_id: str, active: bool) -> bool:

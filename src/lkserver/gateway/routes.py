@@ -119,8 +119,8 @@ class Gateway:
                 raise
             log.error("gateway_room_service_failed", method=method, code=e.code, msg=e.msg)
             raise RoomServiceFailed(f"room service failed: {e.msg}") from None
-        except Exception:
-            log.exception("gateway_room_service_failed", method=method)
+        except Exception as e:
+            log.error("gateway_room_service_failed", method=method, error=f"{type(e).__name__}: {e}")
             raise RoomServiceFailed("room service failed") from None
 
     async def _room(self, name: str, tenant: str | None) -> Room | None:
