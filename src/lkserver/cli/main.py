@@ -32,6 +32,8 @@ app.add_typer(token_app, name="token")
 app.add_typer(room_app, name="room")
 room_app.add_typer(participants_app, name="participants")
 app.add_typer(__import__("lkserver.cli.webhook", fromlist=["webhook_app"]).webhook_app, name="webhook")
+app.add_typer(__import__("lkserver.cli.sip", fromlist=["sip_app"]).sip_app, name="sip")
+app.add_typer(__import__("lkserver.cli.dispatch", fromlist=["dispatch_app"]).dispatch_app, name="dispatch")
 app.add_typer(__import__("lkserver.cli.analytics", fromlist=["analytics_app"]).analytics_app, name="analytics")
 
 # no console markup: room names, identities, metadata and server messages are printed as they are
