@@ -16,7 +16,10 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "rtc"))
 
 from conftest import ServerProcess
-from rtcfix import free_udp_port, require_netns, rtc_config
+from rtcfix import free_udp_port, py_client, require_netns, rtc_config, token
+from test_rtc_python_sdk import assert_tone
+
+__all__ = ["assert_tone", "py_client", "token"]  # for the SIP tests (tests/rtc is on the path from here)
 
 from lkserver.sip import media
 

@@ -14,17 +14,18 @@ import asyncio
 import livekit.api as lk
 from conftest import API_KEY, API_SECRET
 from livekit.protocol import models, sip
-from rtcfix import py_client, token
 from sipfix import (
     RtpSink,
+    assert_tone,
     peak_hz,
+    py_client,
     run_sipp,
     start_sip_server,
+    token,
     uac_scenario,
     uas_scenario,
     write_ulaw_wav,
 )
-from test_rtc_python_sdk import assert_tone
 
 
 async def setup_inbound(api: lk.LiveKitAPI, room: str) -> None:

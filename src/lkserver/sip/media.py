@@ -1,7 +1,6 @@
 """Call audio: G.711 (ITU-T G.711 µ-law and A-law), resampling, Opus, RTP and RFC 4733 DTMF.
 
-G.711 is table driven (numpy; encode by nearest decoded level, so both laws share one
-method). 8 kHz <-> 48 kHz resampling is linear interpolation up and block averaging down
+G.711 is table driven (numpy: the reference encoders evaluated once over all 65536 samples). 8 kHz <-> 48 kHz resampling is linear interpolation up and block averaging down
 (a box low-pass: telephone bandwidth is 3.4 kHz). Opus goes through PyAV's libopus. One 20 ms
 frame costs tens of microseconds in each direction, so it runs on the event loop. `RtpEndpoint`
 is the UDP socket of one call (symmetric RTP when the far end is behind NAT).
@@ -40,22 +39,36 @@ def _alaw_decode_table() -> np.ndarray:
     return np.where(a & 0x80, t, -t).astype(np.int16)
 
 
-def _encode_table(decode: np.ndarray) -> np.ndarray:
-    """int16 sample (offset by 32768) -> the code whose level is nearest."""
-    order = np.argsort(decode, kind="stable")
-    levels = decode[order].astype(np.int32)
+def _ulaw_encode_table() -> np.ndarray:
+    """G.711 µ-law encoder over every int16 sample (offset by 32768): bias 0x84, clip 32635."""
     x = np.arange(-32768, 32768, dtype=np.int32)
-    i = np.clip(np.searchsorted(levels, x), 1, len(levels) - 1)
-    nearer_low = (x - levels[i - 1]) <= (levels[i] - x)
-    codes = order[np.where(nearer_low, i - 1, i)].astype(np.uint8)
+    sign = np.where(x < 0, 0x80, 0)
+    mag = np.minimum(np.abs(x), 32635) + 0x84
+    exponent = np.floor(np.log2(mag >> 7)).astype(np.int32)
+    mantissa = (mag >> (exponent + 3)) & 0x0F
+    codes = (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8)
+    codes.flags.writeable = False
+    return codes
+
+
+def _alaw_encode_table() -> np.ndarray:
+    """G.711 A-law encoder over every int16 sample (offset by 32768), on the 13-bit value."""
+    pcm = np.arange(-32768, 32768, dtype=np.int32) >> 3
+    mask = np.where(pcm >= 0, 0xD5, 0x55)
+    pcm = np.where(pcm >= 0, pcm, -pcm - 1)
+    seg = np.searchsorted(np.array([0x1F, 0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF]), pcm)
+    shift = np.where(seg < 2, 1, seg)
+    aval = (np.minimum(seg, 7) << 4) | ((pcm >> np.minimum(shift, 7)) & 0x0F)
+    aval = np.where(seg >= 8, 0x7F, aval)
+    codes = (aval ^ mask).astype(np.uint8)
     codes.flags.writeable = False
     return codes
 
 
 ULAW_DECODE = _ulaw_decode_table()
 ALAW_DECODE = _alaw_decode_table()
-ULAW_ENCODE = _encode_table(ULAW_DECODE)
-ALAW_ENCODE = _encode_table(ALAW_DECODE)
+ULAW_ENCODE = _ulaw_encode_table()
+ALAW_ENCODE = _alaw_encode_table()
 for _t in (ULAW_DECODE, ALAW_DECODE):
     _t.flags.writeable = False
 
