@@ -54,7 +54,8 @@ RETENTION = 24 * 3600.0  # ended records are purged this long after ended_at
 SWEEP_INTERVAL = 30 * 60.0
 MEDIA_SNDBUF = 4 << 20  # the bounded queue between the loop and a worker (kernel socket buffer)
 READY_TIMEOUT = 30.0
-RESULT_TIMEOUT = 120.0  # a worker that does not finish this long after stop is killed
+RESULT_TIMEOUT = 120.0
+TRACK_WAIT = 10.0  # seconds a track composite waits for its tracks to be published  # a worker that does not finish this long after stop is killed
 
 S = pe.EgressStatus
 ACTIVE_STATES = (S.EGRESS_STARTING, S.EGRESS_ACTIVE, S.EGRESS_ENDING)
@@ -137,6 +138,7 @@ class EgressJob:
         self.done = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
         self.result: Optional[dict] = None
+        self.fail_error = ""  # set when the server side gives up on the job
 
     @property
     def egress_id(self) -> str:
@@ -438,6 +440,7 @@ class EgressManager:
         if track is None or track.codec is None:
             raise TwirpError.psrpc(NOT_FOUND, f"track {plan.track_id} not found")
         kind = "audio" if track.info.type == pm.TrackType.AUDIO else "video"
+        plan.audio_enabled, plan.video_enabled = kind == "audio", kind == "video"
         if plan.websocket is not None and kind != "audio":
             raise plans.invalid_input("track_id")  # websocket output is audio only
         plans.bind_track(plan, info, mime=track.codec.mime, track_id=track.sid, kind=kind,
@@ -496,9 +499,17 @@ class EgressManager:
         for track in local.remote_tracks():
             job.attach(track)
         if job.plan.source == "tracks":
+            job.tasks.append(asyncio.ensure_future(self._require_tracks(job)))
+
+    async def _require_tracks(self, job: EgressJob) -> None:
+        """A track composite whose tracks do not show up (published, with media) fails."""
+        deadline = time.monotonic() + TRACK_WAIT
+        while time.monotonic() < deadline:
             missing = [t for t in (job.plan.audio_track_id, job.plan.video_track_id) if t and t not in job.indexes]
-            if missing:
-                await self.fail(job, f"track {missing[0]} not found")
+            if not missing or job.stopping:
+                return
+            await asyncio.sleep(0.1)
+        await self.fail(job, f"track {missing[0]} not found")
 
     async def set_active(self, job: EgressJob, started_at: int) -> None:
         info = job.info
@@ -548,7 +559,7 @@ class EgressManager:
                 job.worker.kill()
 
     async def fail(self, job: EgressJob, error: str) -> None:
-        job.result = {"error": error}
+        job.fail_error = error
         job.stopping = True
         if job.worker is not None:
             job.worker.send({"op": "stop", "reason": "Failure"})
@@ -572,7 +583,7 @@ class EgressManager:
             if not info.details:
                 info.details = "End reason: Process killed" if returncode < 0 else ""
         self._apply_results(info, result)
-        error = result.get("error", "")
+        error = job.fail_error or result.get("error", "")
         aborted = result.get("aborted", "")
         if job.limit_reached and not error:
             info.status = S.EGRESS_LIMIT_REACHED

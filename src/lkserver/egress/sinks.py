@@ -167,6 +167,8 @@ class FileSink(Sink):
 
     def close(self, now: float) -> None:
         self.container.close()
+        if not self.started_at:  # nothing was recorded: no file to keep or upload
+            return
         self.result.update(started_at=ns(self.started_at or now), ended_at=ns(now),
                            duration=ns(now - (self.started_at or now)), size=os.path.getsize(self.local))
 

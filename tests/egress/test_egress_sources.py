@@ -1,0 +1,142 @@
+"""Participant, track composite and track egress from official clients' tracks.
+
+Track egress never transcodes: Opus lands in .ogg, VP8 in .webm, H.264 in .mp4, each with the
+publisher's own packets; or the audio goes as raw PCM to a websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import numpy as np
+from aiohttp import web
+from livekit import api
+
+from egressfix import S, Publisher, eg_server, lkapi, probe, wait_status, wall_seconds  # noqa: F401
+
+
+async def run_egress(lk, start, seconds: float) -> api.EgressInfo:
+    info = await start
+    await wait_status(lk, info.egress_id, (S.EGRESS_ACTIVE,))
+    await asyncio.sleep(seconds)
+    await lk.egress.stop_egress(api.StopEgressRequest(egress_id=info.egress_id))
+    return await wait_status(lk, info.egress_id, (S.EGRESS_COMPLETE, S.EGRESS_FAILED, S.EGRESS_ABORTED))
+
+
+async def test_participant_egress(eg_server):
+    async with lkapi(eg_server) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name="pe-room"))
+        async with Publisher(eg_server, "pe-room", "other", "--audio", "300"), \
+                Publisher(eg_server, "pe-room", "frank", "--audio", "520", "--video", "640x360"):
+            done = await run_egress(lk, lk.egress.start_participant_egress(api.ParticipantEgressRequest(
+                room_name="pe-room", identity="frank",
+                advanced=api.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1000),
+                file_outputs=[api.EncodedFileOutput(filepath="pe/{room_name}")])), 3.5)
+    assert done.status == S.EGRESS_COMPLETE, done
+    f = done.file_results[0]
+    assert f.filename == "pe/pe-room.mp4"
+    p = probe(f.location)
+    assert p.streams == {"video": "h264", "audio": "aac"} and (p.width, p.height) == (640, 360)
+    assert abs(p.peak_hz - 520) < 5  # frank's tone, not the other participant's
+    assert abs(p.duration - wall_seconds(f.started_at, f.ended_at)) < 0.5, (p, f)
+
+
+async def test_track_composite_egress(eg_server):
+    async with lkapi(eg_server) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name="tc-room"))
+        async with Publisher(eg_server, "tc-room", "gina", "--audio", "350", "--video", "640x360") as pub:
+            done = await run_egress(lk, lk.egress.start_track_composite_egress(api.TrackCompositeEgressRequest(
+                room_name="tc-room", audio_track_id=pub.info["audio_sid"], video_track_id=pub.info["video_sid"],
+                preset=api.EncodingOptionsPreset.H264_720P_30,
+                file_outputs=[api.EncodedFileOutput(filepath="tc/out.mp4")])), 3)
+    assert done.status == S.EGRESS_COMPLETE, done
+    f = done.file_results[0]
+    p = probe(f.location)
+    assert p.streams == {"video": "h264", "audio": "aac"} and (p.width, p.height) == (1280, 720)
+    assert abs(p.peak_hz - 350) < 5
+    assert abs(p.duration - wall_seconds(f.started_at, f.ended_at)) < 0.5, (p, f)
+    manifest = json.loads(open(done.manifest_location).read())
+    assert manifest["audio_track_id"] == pub.info["audio_sid"] and manifest["video_track_id"] == pub.info["video_sid"]
+
+
+async def track_egress(server, room: str, codec: str, kind: str, filepath: str) -> tuple[api.EgressInfo, dict]:
+    async with lkapi(server) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name=room))
+        args = ("--audio", "440") if kind == "audio" else ("--video", "640x360", "--codec", codec)
+        async with Publisher(server, room, "hank", *args) as pub:
+            sid = pub.info[f"{kind}_sid"]
+            await asyncio.sleep(0.5)
+            done = await run_egress(lk, lk.egress.start_track_egress(api.TrackEgressRequest(
+                room_name=room, track_id=sid, file=api.DirectFileOutput(filepath=filepath))), 3)
+    return done, pub.info
+
+
+async def test_track_egress_opus_to_ogg(eg_server):
+    done, info = await track_egress(eg_server, "te-opus", "", "audio", "te/{track_type}-{track_source}-{track_id}")
+    assert done.status == S.EGRESS_COMPLETE, done
+    f = done.file_results[0]
+    assert f.filename == f"te/audio-microphone-{info['audio_sid']}.ogg"
+    p = probe(f.location)
+    assert p.streams == {"audio": "opus"} and abs(p.peak_hz - 440) < 5
+    assert abs(p.duration - wall_seconds(f.started_at, f.ended_at)) < 0.5, (p, f)
+
+
+async def test_track_egress_vp8_to_webm(eg_server):
+    done, info = await track_egress(eg_server, "te-vp8", "vp8", "video", "te/{track_id}")
+    assert done.status == S.EGRESS_COMPLETE, done
+    f = done.file_results[0]
+    assert f.filename == f"te/{info['video_sid']}.webm"
+    p = probe(f.location)
+    assert p.streams == {"video": "vp8"} and (p.width, p.height) == (640, 360) and p.video_frames > 20
+    assert abs(p.duration - wall_seconds(f.started_at, f.ended_at)) < 0.5, (p, f)
+
+
+async def test_track_egress_h264_to_mp4(eg_server):
+    done, info = await track_egress(eg_server, "te-h264", "h264", "video", "te/h264.webm")
+    assert done.status == S.EGRESS_COMPLETE, done
+    f = done.file_results[0]
+    assert f.filename == "te/h264.mp4"  # the codec decides the container
+    p = probe(f.location)
+    assert p.streams == {"video": "h264"} and (p.width, p.height) == (640, 360) and p.video_frames > 20
+    assert abs(p.duration - wall_seconds(f.started_at, f.ended_at)) < 0.5, (p, f)
+
+
+async def test_track_egress_to_websocket(eg_server):
+    received: list[bytes] = []
+    texts: list[str] = []
+
+    async def ws_handler(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type == web.WSMsgType.BINARY:
+                received.append(msg.data)
+            elif msg.type == web.WSMsgType.TEXT:
+                texts.append(msg.data)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/audio", ws_handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        async with lkapi(eg_server) as lk:
+            await lk.room.create_room(api.CreateRoomRequest(name="te-ws"))
+            async with Publisher(eg_server, "te-ws", "ivy", "--audio", "480") as pub:
+                await asyncio.sleep(0.5)
+                done = await run_egress(lk, lk.egress.start_track_egress(api.TrackEgressRequest(
+                    room_name="te-ws", track_id=pub.info["audio_sid"],
+                    websocket_url=f"ws://127.0.0.1:{port}/audio?token=secret")), 3)
+    finally:
+        await runner.cleanup()
+    assert done.status == S.EGRESS_COMPLETE, done
+    assert done.stream_results[0].url == f"ws://127.0.0.1:{port}/audio?token={{...}}"  # redacted
+    pcm = np.frombuffer(b"".join(received), dtype="<i2").reshape(-1, 2)[:, 0].astype(np.float64)
+    assert len(pcm) > 48000 * 2  # S16LE stereo at 48 kHz
+    tail = pcm[24000:]
+    spec = np.abs(np.fft.rfft(tail * np.hanning(len(tail))))
+    assert abs(np.fft.rfftfreq(len(tail), 1 / 48000)[int(np.argmax(spec))] - 480) < 5
