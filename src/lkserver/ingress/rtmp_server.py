@@ -121,6 +121,7 @@ class RtmpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.peer = ""
         self.session: RtmpSession | None = None
+        self.follower: asyncio.Future | None = None
         self.closed = False
         self.last_data = time.monotonic()
         self.started = time.monotonic()
@@ -206,7 +207,8 @@ class RtmpConnection(asyncio.Protocol):
         self.session = session
         self.core.accept_publish()
         self._flush()
-        session.spawn(self._follow(session))
+        # not one of the session's tasks: those are cancelled when it stops, this one acts then
+        self.follower = asyncio.ensure_future(self._follow(session))
 
     async def _follow(self, session: RtmpSession) -> None:
         """A session ended by the server (update, delete, error) drops the encoder's connection."""

@@ -14,6 +14,7 @@ which paces its reader. Output frames go to `on_output`, called from the worker 
 
 from __future__ import annotations
 
+import collections
 import fractions
 import queue
 import threading
@@ -190,6 +191,7 @@ class VideoTranscoder(_Worker):
         self.keyframe_layers: set[int] = set()
         self.waiting_for_key = False
         self.decode_errors = 0
+        self.time_base: fractions.Fraction | None = None
         self.frames_in = 0
         self.frames_out = 0
         self._fps_window: list[float] = []
@@ -239,6 +241,10 @@ class VideoTranscoder(_Worker):
                 pass
 
     def _on_frame(self, frame: av.VideoFrame) -> None:
+        if frame.time_base is not None:
+            self.time_base = frame.time_base
+        elif frame.pts is not None:
+            frame.time_base = self.time_base  # frames flushed at the end carry none
         if frame.pts is None or frame.time_base is None:
             return
         t = float(frame.pts * frame.time_base)
@@ -343,8 +349,12 @@ class AudioTranscoder(_Worker):
         self.encoder.bit_rate = bitrate
         self.encoder.time_base = fractions.Fraction(1, OPUS_RATE)
         self.encoder.options = {"application": "audio", "frame_duration": "20", "dtx": "1" if dtx else "0"}
-        self.next_sample = -1  # pts (in samples) of the next Opus frame
+        self.next_sample = 0  # pts (in samples) of the next Opus frame
+        self.clock_started = False
+        self.last_pts = 0
+        self.pending_pts: collections.deque[int] = collections.deque(maxlen=64)
         self.decode_errors = 0
+        self.time_base: fractions.Fraction | None = None
 
     def push(self, packet: Any) -> bool:
         return self.put(packet, block=not self.live, timeout=None if not self.live else 0)
@@ -364,15 +374,19 @@ class AudioTranscoder(_Worker):
     def _on_frame(self, frame: av.AudioFrame) -> None:
         self.stats.sample_rate = frame.sample_rate
         self.stats.channels = len(frame.layout.channels)
-        t = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+        if frame.time_base is not None:
+            self.time_base = frame.time_base
+        tb = frame.time_base or self.time_base
+        t = float(frame.pts * tb) if frame.pts is not None and tb else None
         for out in self.resampler.resample(frame):
             if t is not None:
                 expected = self.next_sample + self.fifo.samples
                 start = round(t * OPUS_RATE)
-                if self.next_sample < 0 or abs(start - expected) > OPUS_RATE // 10:
+                if not self.clock_started or abs(start - expected) > OPUS_RATE // 10:
                     # first frame, or the source jumped: restart the sample clock there
                     self.fifo = av.AudioFifo()
                     self.next_sample = start
+                    self.clock_started = True
                 t = None
             out.pts = None
             self.fifo.write(out)
@@ -381,6 +395,7 @@ class AudioTranscoder(_Worker):
             chunk.pts = self.next_sample
             chunk.time_base = self.encoder.time_base
             chunk.sample_rate = OPUS_RATE
+            self.pending_pts.append(self.next_sample)
             self.next_sample += OPUS_FRAME
             for p in self.encoder.encode(chunk):
                 self._emit(p)
@@ -393,9 +408,11 @@ class AudioTranscoder(_Worker):
             pass
 
     def _emit(self, p: Any) -> None:
-        if p.pts is None:
-            return
-        self.on_output(EncodedFrame("audio", 0, bytes(p), p.pts / OPUS_RATE))
+        # one packet per 20 ms frame, in order: each takes the time of the frame it encodes
+        # (the packet's own pts is shifted by the encoder's priming)
+        pts = self.pending_pts.popleft() if self.pending_pts else self.last_pts + OPUS_FRAME
+        self.last_pts = pts
+        self.on_output(EncodedFrame("audio", 0, bytes(p), pts / OPUS_RATE))
 
 
 def make_decoder(codec: str, extradata: bytes = b"") -> Any:
