@@ -248,3 +248,94 @@ async def run_sipp(workdir: Path, scenario: str, *args: str, timeout: float = 40
     logs = "".join(p.read_text(errors="replace")[-3000:] for p in workdir.glob("*_errors.log"))
     msgs = "".join(p.read_text(errors="replace")[-4000:] for p in workdir.glob("*_messages.log"))
     return proc.returncode or 0, logs + "\n--- messages ---\n" + msgs + "\n--- out ---\n" + out.decode(errors="replace")[-1500:]
+
+
+UAS_TRANSFER = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="lkserver-uas-transfer">
+<recv request="INVITE" crlf="true">
+  <action><ereg regexp=".*" search_in="hdr" header="From:" assign_to="caller"/></action>
+</recv>
+<send retrans="500"><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+Content-Type: application/sdp
+Content-Length: [len]
+
+{sdp}]]></send>
+<recv request="ACK" crlf="true"/>
+<recv request="REFER">
+  <action><ereg regexp=".*" search_in="hdr" header="Refer-To:" assign_to="referto"/></action>
+</recv>
+<send><![CDATA[
+SIP/2.0 202 Accepted
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+<send retrans="500"><![CDATA[
+NOTIFY [next_url] SIP/2.0
+Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+From: <sip:callee@[local_ip]:[local_port]>;tag=[pid]SIPpTag01[call_number]
+To: [$caller]
+Call-ID: [call_id]
+CSeq: 1 NOTIFY
+Max-Forwards: 70
+Event: refer
+Subscription-State: terminated;reason=noresource
+Contact: <sip:[local_ip]:[local_port]>
+Content-Type: message/sipfrag
+Content-Length: [len]
+
+SIP/2.0 200 OK
+]]></send>
+<recv response="200"/>
+<recv request="BYE"/>
+<send><![CDATA[
+SIP/2.0 200 OK
+[last_Via:]
+[last_From:]
+[last_To:]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+<nop><action><log message="REFER-TO [$referto]"/></action></nop>
+</scenario>
+"""
+
+
+def uas_transfer_scenario(media_port: int) -> str:
+    return UAS_TRANSFER.replace("{sdp}", SDP.format(media_port=media_port))
+
+
+def uac_pin_scenario(caller: str, media_port: int, digits: str, after_ms: int = 4000) -> str:
+    """A calling sipp without credentials that keys `digits` (RFC 4733, sipp's own DTMF captures)."""
+    sdp = SDP.format(media_port=media_port)
+    names = {"#": "pound", "*": "star"}
+    steps = [
+        f'<send retrans="500"><![CDATA[\n{INVITE.format(caller=caller, cseq=1, auth="")}{sdp}]]></send>',
+        '<recv response="100" optional="true"/>',
+        '<recv response="180" optional="true"/>',
+        '<recv response="200" rtd="true"/>',
+        f'<send><![CDATA[\n{ACK.format(caller=caller, cseq=1)}]]></send>',
+        '<pause milliseconds="500"/>',
+    ]
+    for d in digits:
+        steps.append(f'<nop><action><exec play_pcap_audio="/usr/share/sip-tester/dtmf_2833_{names.get(d, d)}.pcap"/>'
+                     '</action></nop>')
+        steps.append('<pause milliseconds="400"/>')
+    steps += [f'<pause milliseconds="{after_ms}"/>',
+              f'<send retrans="500"><![CDATA[\n{BYE.format(caller=caller)}]]></send>',
+              '<recv response="200"/>']
+    return ('<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="lkserver-uac-pin">\n'
+            + "\n".join(steps) + "\n</scenario>\n")

@@ -4,7 +4,9 @@ Inbound: sipp dials the server, answers its digest challenge, and the dispatch r
 call in a room, where the official Python realtime SDK hears the call's tone and the call
 (an RTP sink at the address sipp's SDP names) hears the SDK's tone. A wrong password is
 refused with 403. Outbound: CreateSIPParticipant rings a sipp UAS through an outbound trunk
-and the answered call is a participant of kind SIP until it is removed (BYE).
+and the answered call is a participant of kind SIP until it is removed (BYE). A PIN rule
+answers and admits the caller after sipp keys the digits (RFC 4733, sipp's own captures);
+TransferSIPParticipant sends a REFER, follows the NOTIFY and hangs up.
 """
 
 from __future__ import annotations
@@ -126,3 +128,59 @@ async def test_create_sip_participant_rings_sipp(tmp_path):
     assert callee.attributes["sip.callStatus"] == "active" and callee.attributes["sip.phoneNumber"] == "+15550123"
     assert code == 0, log  # sipp got the INVITE, answered, and the BYE after the removal
     assert len(sink.packets) > 20
+
+
+async def test_pin_rule_admits_caller_after_dtmf(tmp_path):
+    server, sip_port = start_sip_server(tmp_path / "srv")
+    api = lk.LiveKitAPI(server.url, API_KEY, API_SECRET)
+    sink = await RtpSink.open()
+    try:
+        await api.sip.create_inbound_trunk(sip.CreateSIPInboundTrunkRequest(trunk=sip.SIPInboundTrunkInfo(
+            name="local", allowed_addresses=["127.0.0.0/8"])))
+        await api.sip.create_dispatch_rule(sip.CreateSIPDispatchRuleRequest(dispatch_rule=sip.SIPDispatchRuleInfo(
+            rule=sip.SIPDispatchRule(dispatch_rule_direct=sip.SIPDispatchRuleDirect(room_name="vip", pin="1234")))))
+        sipp = asyncio.ensure_future(run_sipp(
+            tmp_path / "sipp", __import__("sipfix").uac_pin_scenario("+15550003", sink.port, "1234#"),
+            f"127.0.0.1:{sip_port}", "-s", "+15550100", "-i", "127.0.0.1"))
+        joined = None
+        for _ in range(60):
+            await asyncio.sleep(0.2)
+            parts = (await api.room.list_participants(lk.ListParticipantsRequest(room="vip"))).participants
+            joined = next((p for p in parts if p.identity == "sip_+15550003"), None)
+            if joined is not None or sipp.done():
+                break
+        code, log = await sipp
+    finally:
+        sink.close()
+        await api.aclose()
+        server.stop()
+    assert code == 0, log
+    assert joined is not None, "the caller never got into the PIN room:\n" + server.log_text()[-3000:]
+    assert joined.kind == models.ParticipantInfo.Kind.SIP
+
+
+async def test_transfer_sends_refer(tmp_path):
+    server, _ = start_sip_server(tmp_path / "srv")
+    api = lk.LiveKitAPI(server.url, API_KEY, API_SECRET)
+    sink = await RtpSink.open()
+    uas_port = __import__("sipfix").free_sip_port()
+    try:
+        trunk = await api.sip.create_outbound_trunk(sip.CreateSIPOutboundTrunkRequest(trunk=sip.SIPOutboundTrunkInfo(
+            address=f"127.0.0.1:{uas_port}", numbers=["+15550199"])))
+        sipp = asyncio.ensure_future(run_sipp(tmp_path / "uas", __import__("sipfix").uas_transfer_scenario(sink.port),
+                                              "-i", "127.0.0.1", "-p", str(uas_port)))
+        await asyncio.sleep(1.0)
+        await api.sip.create_sip_participant(sip.CreateSIPParticipantRequest(
+            sip_trunk_id=trunk.sip_trunk_id, sip_call_to="+15550124", room_name="xfer-room", wait_until_answered=True))
+        resp = await api.sip.transfer_sip_participant(sip.TransferSIPParticipantRequest(
+            room_name="xfer-room", participant_identity="sip_+15550124", transfer_to="sip:+15550999@127.0.0.1"))
+        code, log = await sipp
+        left = (await api.room.list_participants(lk.ListParticipantsRequest(room="xfer-room"))).participants
+    finally:
+        sink.close()
+        await api.aclose()
+        server.stop()
+    assert code == 0, log
+    assert "Refer-To: <sip:+15550999@127.0.0.1>" in log, log  # LiveKit wraps a sip: URI in <>
+    assert resp.transfer_id.startswith("STR_")
+    assert [p.identity for p in left] == []
