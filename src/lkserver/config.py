@@ -166,6 +166,7 @@ class EgressSettings:
     # max_cpu_utilization x cores; omitted keys keep lkserver's measured defaults
     cpu_cost: dict = field(default_factory=dict)
     max_cpu_utilization: float = 0.8
+    cpu_capacity: float = 0.0  # cores egress may reserve; 0 = cores x max_cpu_utilization
     # seconds: file_output_max_duration, stream_output_max_duration, segment_output_max_duration,
     # image_output_max_duration (LiveKit's session_limits); 0 = no limit
     session_limits: dict = field(default_factory=dict)

@@ -81,6 +81,14 @@ COST_KEYS = {"room_composite": "room_composite_cpu_cost", "room_composite_audio"
              "track_composite": "track_composite_cpu_cost", "track": "track_cpu_cost"}
 
 
+def auto_track_filepath(path: str) -> str:
+    """A custom auto track egress path gains -{track_id} (livekit pkg/rtc/egress.go getFilePath)."""
+    if not path or path.endswith("/") or "{track_id}" in path:
+        return path
+    i = path.find(".")
+    return f"{path}-{{track_id}}" if i == -1 else f"{path[:i]}-{{track_id}}{path[i:]}"
+
+
 class Worker:
     """A started worker process (maybe a warm spare): pipes, media socket, status lines."""
 
@@ -317,7 +325,7 @@ class EgressManager:
         self.jobs: dict[str, EgressJob] = {}
         self.records: dict[str, pe.EgressInfo] = {}
         self.cpu_cost = {**DEFAULT_CPU_COST, **{k: float(v) for k, v in settings.cpu_cost.items()}}
-        self.capacity = (os.cpu_count() or 1) * float(settings.max_cpu_utilization)
+        self.capacity = float(settings.cpu_capacity) or (os.cpu_count() or 1) * float(settings.max_cpu_utilization)
         self._spares: list[asyncio.Task] = []
         self._tasks: set[asyncio.Task] = set()
         self._sweeper: Optional[asyncio.Task] = None
@@ -797,9 +805,7 @@ class EgressManager:
         if conf.HasField("tracks") and (room.name, "t:" + track.sid) not in self.auto_egress_seen:
             self.auto_egress_seen.add((room.name, "t:" + track.sid))
             a = conf.tracks
-            path = a.filepath or "{track_id}-{time}"
-            if "{track_id}" not in path:
-                path = path.rstrip("/") + ("-" if not path.endswith("/") else "") + "{track_id}"
+            path = auto_track_filepath(a.filepath)
             req = pe.TrackEgressRequest(room_name=room.name, track_id=track.sid)
             req.file.filepath = path
             req.file.disable_manifest = a.disable_manifest

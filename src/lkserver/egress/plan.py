@@ -135,8 +135,9 @@ def redact_upload(msg: Any) -> None:
         if getattr(obj, name):
             setattr(obj, name, placeholder)
 
-    which = msg.WhichOneof("output") if "output" in [o.name for o in msg.DESCRIPTOR.oneofs] else \
-        msg.WhichOneof("provider")
+    oneofs = [o.name for o in msg.DESCRIPTOR.oneofs]
+    which = msg.WhichOneof("output") if "output" in oneofs else \
+        msg.WhichOneof("provider") if "provider" in oneofs else None
     if which == "s3":
         for n, ph in (("access_key", "{access_key}"), ("secret", "{secret}"),
                       ("assume_role_external_id", "{external_id}"), ("session_token", "{session_token}")):
@@ -161,9 +162,6 @@ def redact_request(kind: str, req: Any) -> None:
                 redact_upload(o.storage)
             if o.HasField("stream"):
                 _redact_stream(o.stream)
-            for name in ("file", "segments", "images"):
-                if o.HasField(name):
-                    redact_upload(getattr(o, name))
         return
     if kind == TRACK:
         if req.HasField("file"):
@@ -576,8 +574,9 @@ def _file_output(plan: EgressPlan, output_type: str, filepath: str, disable_mani
     return conf
 
 
-def update_filepath(plan: EgressPlan, conf: FileOutput, now: float) -> None:
-    identifier, rep = filename_info(plan, now)
+def update_filepath(plan: EgressPlan, conf: FileOutput, now: float, identifier: str = "") -> None:
+    default_identifier, rep = filename_info(plan, now)
+    identifier = identifier or default_identifier
     path = replace_all(conf.filepath, rep)
     ext = EXTENSIONS[conf.output_type]
     if not path or path.endswith("/"):
@@ -897,7 +896,7 @@ def bind_track(plan: EgressPlan, info: pe.EgressInfo, *, mime: str, track_id: st
             raise not_supported(f"track egress of {mime}")
         plan.file.output_type = ot
         plan.file.filepath = replace_all(plan.file.filepath, plan.replacements)
-        update_filepath(plan, plan.file, now)
+        update_filepath(plan, plan.file, now, identifier=track_id)  # SDK source: named after the track
         info.file_results[0].filename = plan.file.filepath
         if info.HasField("file"):
             info.file.filename = plan.file.filepath

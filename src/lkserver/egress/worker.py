@@ -641,6 +641,11 @@ def main() -> int:
     if start is None or start.get("op") != "start":
         return 0
     job = Job(start, emit)
+    try:  # `ps` and /proc show which egress this process records (an egress id is 15 characters)
+        with open("/proc/self/comm", "w") as f:
+            f.write(job.plan["egress_id"][:15])
+    except OSError:
+        pass
     for msg in start.get("tracks", []):
         job.control({"op": "track", **msg})
     threading.Thread(target=_read_control, args=(job, sys.stdin), daemon=True).start()
