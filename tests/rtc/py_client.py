@@ -22,9 +22,9 @@ from livekit import rtc
 SR = 48000
 
 
-def opts(single_pc: str, auto_subscribe: bool) -> rtc.RoomOptions:
+def opts(single_pc: str, auto_subscribe: bool, dynacast: bool = False) -> rtc.RoomOptions:
     spc = None if single_pc == "default" else single_pc == "on"
-    return rtc.RoomOptions(auto_subscribe=auto_subscribe, single_peer_connection=spc)
+    return rtc.RoomOptions(auto_subscribe=auto_subscribe, single_peer_connection=spc, dynacast=dynacast)
 
 
 async def main() -> int:
@@ -47,6 +47,10 @@ async def main() -> int:
     ap.add_argument("--simulate-after", type=float, default=2.0)
     ap.add_argument("--set-metadata", default="", help="update own metadata after connecting")
     ap.add_argument("--allow-only", default="", help="only this identity may subscribe to our tracks")
+    ap.add_argument("--dynacast", action="store_true")
+    ap.add_argument("--sender-stats", action="store_true", help="sample the video sender's per-layer stats")
+    ap.add_argument("--video-quality", default="", help="low|medium|high: ask for this layer after --quality-after")
+    ap.add_argument("--quality-after", type=float, default=3.0)
     ap.add_argument("--subscribe-after", type=float, default=0.0,
                     help="with --no-auto-subscribe: subscribe to every publication after S seconds")
     a = ap.parse_args()
@@ -70,13 +74,17 @@ async def main() -> int:
 
     async def read_video(track: rtc.Track, key: str) -> None:
         stream = rtc.VideoStream(track)
-        info = out["video"].setdefault(key, {"frames": 0, "sizes": {}})
+        info = out["video"].setdefault(key, {"frames": 0, "sizes": {}, "timeline": []})
         async for e in stream:
             if key not in first_frame:
                 first_frame[key] = time.monotonic()
             info["frames"] += 1
             size = f"{e.frame.width}x{e.frame.height}"
             info["sizes"][size] = info["sizes"].get(size, 0) + 1
+            t = round(time.monotonic() - t0, 3)
+            if not info["timeline"] or info["timeline"][-1][1] != size:
+                info["timeline"].append([t, size])
+            info["last_frame_t"] = t
 
     tasks = []
 
@@ -140,7 +148,7 @@ async def main() -> int:
 
     t_connect = time.monotonic()
     try:
-        await room.connect(a.url, a.token, opts(a.single_pc, not a.no_auto_subscribe))
+        await room.connect(a.url, a.token, opts(a.single_pc, not a.no_auto_subscribe, a.dynacast))
     except Exception as e:  # noqa: BLE001
         out["errors"].append(f"connect: {e}")
         print(json.dumps(out))
@@ -165,6 +173,21 @@ async def main() -> int:
         room.local_participant.set_track_subscription_permissions(
             allow_all_participants=False,
             participant_permissions=[rtc.ParticipantTrackPermission(participant_identity=a.allow_only, allow_all=True)])
+
+    if a.video_quality:
+        levels = {"low": rtc.VideoQuality.VIDEO_QUALITY_LOW, "medium": rtc.VideoQuality.VIDEO_QUALITY_MEDIUM,
+                  "high": rtc.VideoQuality.VIDEO_QUALITY_HIGH}
+
+        async def set_quality() -> None:
+            await asyncio.sleep(a.quality_after)
+            for rp in room.remote_participants.values():
+                for pub in rp.track_publications.values():
+                    if pub.kind == rtc.TrackKind.KIND_VIDEO:
+                        pub.set_video_quality(levels[a.video_quality])
+            ev("quality_set", quality=a.video_quality)
+            out["quality_set_at"] = time.monotonic() - t0
+
+        tasks.append(asyncio.ensure_future(set_quality()))
 
     if a.subscribe_after:
         async def subscribe_later() -> None:
@@ -231,6 +254,26 @@ async def main() -> int:
                 await asyncio.sleep(1 / 15)
 
         tasks.append(asyncio.ensure_future(frames()))
+
+        if a.sender_stats:
+            out["sender_stats"] = []
+
+            async def sample() -> None:
+                while True:
+                    await asyncio.sleep(0.5)
+                    try:
+                        stats = await vtrack.get_stats()
+                    except Exception:  # noqa: BLE001
+                        continue
+                    row = {"t": round(time.monotonic() - t0, 2)}
+                    for st in stats:
+                        if st.WhichOneof("stats") == "outbound_rtp":
+                            o = st.outbound_rtp
+                            row[o.outbound.rid or "-"] = [o.sent.bytes_sent, o.outbound.active,
+                                                          o.outbound.frame_width, o.outbound.frame_height]
+                    out["sender_stats"].append(row)
+
+            tasks.append(asyncio.ensure_future(sample()))
 
     if a.send_data:
         async def send_data() -> None:

@@ -69,7 +69,7 @@ from .rtp import (
     parse_rtp,
     parse_sr,
 )
-from .quality import QualityScorer
+from .quality import ChannelObserver, QualityScorer
 from .transport import WebRtcTransport
 
 if TYPE_CHECKING:
@@ -279,6 +279,7 @@ class RtcParticipant:
         self.probe_bps = 0.0
         self.scorer = QualityScorer()
         self.quality_sent = False
+        self.channel = ChannelObserver()
 
     # -- identity ------------------------------------------------------------------------------
 
@@ -611,6 +612,7 @@ class RtcParticipant:
                 else:
                     sub.down.resume()
             self.service.subscriptions_changed(sub.track)
+        self.service.reallocate(self)
 
     async def on_subscription_permission(self, req: pr.SubscriptionPermission) -> None:
         self.service.set_subscription_permission(self, req)

@@ -68,6 +68,53 @@ def deficient(tracks: list[AllocationTrack], allocation: dict[object, int]) -> O
     return best
 
 
+TREND_SAMPLES = 8
+CONGESTED_TAU = -0.6
+CONGESTION_USAGE = 0.95
+
+
+def kendall_tau(values: list[float]) -> float:
+    """Kendall's tau of values against their order: -1 steadily falling .. 1 steadily rising."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    concordant = discordant = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            if values[j] > values[i]:
+                concordant += 1
+            elif values[j] < values[i]:
+                discordant += 1
+    return (concordant - discordant) / (n * (n - 1) / 2)
+
+
+@dataclass
+class ChannelObserver:
+    """A subscriber link's capacity as the stream allocator commits it (remotebwe).
+
+    REMB values from libwebrtc start low and rise slowly (its AIMD never goes above 1.5 x what
+    it receives), so a low REMB alone is not congestion: capacity is committed only when the
+    estimate trends down below what is being sent, and raised again when estimates (helped by
+    probes) climb above it."""
+
+    capacity: float = float("inf")
+    samples: list[float] = field(default_factory=list)
+
+    def update(self, estimate: float, expected_usage: float) -> bool:
+        """Feed one REMB; returns True when the committed capacity changed."""
+        self.samples.append(estimate)
+        del self.samples[:-TREND_SAMPLES]
+        if len(self.samples) >= 4 and kendall_tau(self.samples) < CONGESTED_TAU \
+                and estimate < CONGESTION_USAGE * expected_usage and estimate < self.capacity:
+            self.capacity = estimate
+            self.samples.clear()
+            return True
+        if self.capacity != float("inf") and estimate > 1.1 * self.capacity:
+            self.capacity = estimate
+            return True
+        return False
+
+
 @dataclass
 class DynacastState:
     """The layers a published track's subscribers want, as last told to its publisher."""

@@ -68,6 +68,7 @@ PROBE_INTERVAL = 0.05
 QUALITY_INTERVAL = 5.0
 PROBE_DURATION = 2.0
 PROBE_MIN_BPS = 200_000
+HIGH_LAYER = 2
 ICE_PREFERENCE_TTL = 60.0
 
 
@@ -766,8 +767,17 @@ class RtcService:
                 subscribed_quality_update=subscribed_quality_update(track.info, track.codec.mime, send)))
 
     def bandwidth_estimate(self, p: RtcParticipant, bitrate: float) -> None:
-        """A subscriber's REMB: re-allocate its video layers within what its link carries."""
+        """A subscriber's REMB: commit link capacity on congestion, then re-allocate."""
         p.estimate = float(bitrate)
+        tracks, audio = self._allocation_inputs(p)
+        usage = audio + sum(t.layer_bitrates[t.key.down.current.layer] for t in tracks  # type: ignore[attr-defined]
+                            if t.key.down is not None and t.key.down.current is not None)  # type: ignore[attr-defined]
+        if p.channel.update(p.estimate, usage):
+            log.info("subscriber_capacity", identity=p.identity, capacity_kbps=round(p.channel.capacity / 1000),
+                     usage_kbps=round(usage / 1000))
+        self.reallocate(p, tracks, audio)
+
+    def _allocation_inputs(self, p: RtcParticipant) -> tuple[list[AllocationTrack], float]:
         tracks, audio = [], 0.0
         now = time.monotonic()
         for sub in p.subscriptions.values():
@@ -782,16 +792,26 @@ class RtcService:
             rates = [u.bitrate if u is not None and u.active(now) else 0.0 for u in receiver.layers]
             tracks.append(AllocationTrack(sub, OFF if sub.disabled else sub.max_layer, rates,
                                           1 if sub.track.info.source == pm.TrackSource.SCREEN_SHARE else 0))
+        return tracks, audio
+
+    def reallocate(self, p: RtcParticipant, tracks: Optional[list[AllocationTrack]] = None,
+                   audio: float = 0.0) -> None:
+        """Layers for a subscriber's video within its committed capacity (none: what it asks)."""
+        if tracks is None:
+            tracks, audio = self._allocation_inputs(p)
         if not tracks:
             return
-        allocation = allocate(p.estimate, tracks, audio)
+        unlimited = p.channel.capacity == float("inf")
+        allocation = allocate(p.channel.capacity, tracks, audio)
         for sub, layer in allocation.items():
             down = sub.down  # type: ignore[attr-defined]
-            if down is not None and layer != OFF and down.bandwidth_layer != layer:
-                down.bandwidth_layer = layer
+            limit = HIGH_LAYER if unlimited else layer
+            if down is not None and layer != OFF and down.bandwidth_layer != limit:
+                down.bandwidth_layer = limit
                 down.select()
                 self.subscriptions_changed(sub.track)  # type: ignore[attr-defined]
-        step = deficient(tracks, allocation)
+        step = None if unlimited else deficient(tracks, allocation)
+        now = time.monotonic()
         if step is not None and now >= p.probe_until + PROBE_DURATION:
             p.probe_bps = max(1.2 * step, PROBE_MIN_BPS)
             p.probe_until = now + PROBE_DURATION
