@@ -180,14 +180,35 @@ async def test_call_requests_validated_and_grants_enforced(lkapi, server):
             assert r.status == 401 and (await r.json()) == {"code": "unauthenticated", "msg": "permissions denied"}
 
 
-async def test_records_survive_restart(server_factory):
-    s = server_factory()
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_records_survive_restart(server_factory, request, backend):
+    """Trunks and rules are stored: a SIGKILLed server has them back (SQLite file, or Redis in
+    LiveKit's layout: `sip_inbound_trunk` / `sip_dispatch_rule` hashes of binary protobuf)."""
+    config = None
+    if backend == "redis":
+        import redis.asyncio as aioredis
+        import yaml
+        from conftest import free_port
+
+        redis_url = request.getfixturevalue("redis_url")
+        host, port = redis_url.rsplit(":", 1)
+        client = aioredis.Redis(host=host, port=int(port), db=7)
+        await client.flushdb()
+        config = yaml.safe_dump({"keys": {API_KEY: API_SECRET}, "bind_addresses": ["127.0.0.1"],
+                                 "rtc": {"tcp_port": 0, "udp_port": free_port()},
+                                 "redis": {"address": redis_url, "db": 7}})
+    s = server_factory(config=config)
     api = lk.LiveKitAPI(s.url, API_KEY, API_SECRET)
     t = await api.sip.create_inbound_trunk(sip.CreateSIPInboundTrunkRequest(
         trunk=sip.SIPInboundTrunkInfo(name="keep", numbers=["+15550300"])))
     r = await api.sip.create_dispatch_rule(sip.CreateSIPDispatchRuleRequest(dispatch_rule=sip.SIPDispatchRuleInfo(
         rule=sip.SIPDispatchRule(dispatch_rule_callee=sip.SIPDispatchRuleCallee(room_prefix="c")))))
     await api.aclose()
+    if backend == "redis":
+        raw = await client.hget("sip_inbound_trunk", t.sip_trunk_id)
+        assert sip.SIPInboundTrunkInfo.FromString(raw) == t
+        assert await client.hexists("sip_dispatch_rule", r.sip_dispatch_rule_id)
+        await client.aclose()
     s.kill()
     s.start()
     api = lk.LiveKitAPI(s.url, API_KEY, API_SECRET)

@@ -14,6 +14,7 @@ import random
 from collections.abc import Awaitable, Callable
 
 from aiohttp import WSMsgType, web
+from google.protobuf.message import DecodeError
 from livekit.protocol import agent as pa
 from livekit.protocol import models as pm
 
@@ -59,7 +60,7 @@ class AgentService:
             return web.Response(status=404, text="404 page not found")
         try:
             claims, api_key = self.authenticate(request)
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the HTTP app's auth error (any kind) is a 401
             return web.Response(status=401, text=getattr(e, "message", "invalid token"))
         video = getattr(claims, "video", None)
         if claims is None or video is None or not video.agent:
@@ -103,7 +104,7 @@ class AgentService:
                     continue
                 try:
                     wm = pa.WorkerMessage.FromString(msg.data)
-                except Exception:
+                except DecodeError:
                     log.warning("agent_bad_worker_message", worker=worker.id, size=len(msg.data))
                     continue
                 try:
@@ -137,7 +138,7 @@ class AgentService:
                 continue
             try:
                 wm = pa.WorkerMessage.FromString(msg.data)
-            except Exception:
+            except DecodeError:
                 return None
             kind = wm.WhichOneof("message")
             if kind == "register":

@@ -397,7 +397,7 @@ class SipBridge:
             await c.join_room(dispatch.room_name, dispatch.identity, dispatch.name, dispatch.metadata,
                               {**dispatch.attributes, rules.ATTR_CALL_STATUS: "active"},
                               self._create_request(dispatch))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - any failure to join refuses the call, logged
             log.warning("sip_inbound_join_failed", call_id=c.call_id, room=dispatch.room_name, error=str(e))
             if not inv.final_sent:
                 inv.respond(503)
@@ -492,13 +492,12 @@ class SipBridge:
             attrs[rules.ATTR_PHONE_NUMBER] = req.sip_call_to
             attrs[rules.ATTR_TRUNK_NUMBER] = number
         endpoint = await self._open_rtp()
-        offer = sdp.build(self.advertise, endpoint.port, [sdp.PCMU, sdp.PCMA, sdp.OPUS], sdp.DTMF_PT)
         c = Call(self, call_id, sdp.PCMU, sdp.DTMF_PT, endpoint)
         self.calls[call_id] = c
         try:
             await c.join_room(req.room_name, identity, name, req.participant_metadata, attrs,
                               proto_room.CreateRoomRequest(name=req.room_name))
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - RoomNotFound, RoomFull, ...: the call is not placed
             endpoint.close()
             self.calls.pop(call_id, None)
             raise TwirpError("unavailable", f"cannot join room: {e}") from None

@@ -42,7 +42,7 @@ class DigestServer:
         return f"{ts:x}.{mac}"
 
     def _nonce_ok(self, nonce: str) -> bool:
-        ts_hex, _, mac = nonce.partition(".")
+        ts_hex, _, _mac = nonce.partition(".")
         try:
             ts = int(ts_hex, 16)
         except ValueError:

@@ -135,7 +135,7 @@ class OpusDecoder:
                     out.append(arr[0])
                 else:
                     out.append(arr.reshape(-1, len(frame.layout.channels))[:, 0])
-        except Exception:
+        except Exception:  # noqa: BLE001 - a corrupt packet is dropped (PyAV raises several kinds)
             return np.zeros(0, dtype=np.int16)
         return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
 

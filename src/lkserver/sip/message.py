@@ -12,7 +12,6 @@ import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Union
 
 MAX_MESSAGE = 65535  # a SIP message larger than this is refused (UDP's limit; TCP the same bound)
 
@@ -137,7 +136,7 @@ class Response(Message):
         return f"SIP/2.0 {self.status} {self.reason or REASONS.get(self.status, '')}"
 
 
-SipMessage = Union[Request, Response]
+SipMessage = Request | Response
 
 
 def _split_commas(value: str) -> list[str]:

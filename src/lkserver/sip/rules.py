@@ -164,7 +164,7 @@ def _media(msg: object) -> proto.SIPMediaConfig | None:
 def validate_hostname(value: str, field_name: str) -> None:
     if "transport=" in value:
         raise SipRuleError(f"{field_name} should not contain transport parameter")
-    if "@" in value or ";" in value or value.startswith("sip:") or value.startswith("sips:"):
+    if "@" in value or ";" in value or value.startswith(("sip:", "sips:")):
         raise SipRuleError(f"{field_name} should be a hostname or IP, not SIP URI")
 
 
@@ -459,9 +459,8 @@ def match_rule(trunk: proto.SIPInboundTrunkInfo | None, rules: Iterable[proto.SI
         if call.no_pin:
             if pin:
                 continue
-        elif call.pin:
-            if not pin or pin != call.pin:
-                continue
+        elif call.pin and pin != call.pin:  # a sent PIN keeps only the rules with that PIN
+            continue
         if not r.trunk_ids:
             n_default += 1
             if default is None or _higher(r, default):

@@ -307,7 +307,7 @@ class UserAgent:
             log.warning("sip_bad_message", host=peer.host, error=str(e))
             return
         if isinstance(msg, Response):
-            num, method = msg.cseq
+            _num, method = msg.cseq
             tx = self._client_tx.get((msg.branch, method))
             if tx is not None:
                 tx.got_response.set()
