@@ -626,7 +626,8 @@ class EgressManager:
         for t in job.tasks:
             if t is not asyncio.current_task():
                 t.cancel()
-        shutil.rmtree(os.path.join(self.tmp_dir, job.egress_id), ignore_errors=not info.error)
+        if not info.error:  # a failed egress keeps its work files (say, what could not be uploaded)
+            shutil.rmtree(os.path.join(self.tmp_dir, job.egress_id), ignore_errors=True)
 
     def _apply_results(self, info: pe.EgressInfo, result: dict) -> None:
         for target, items in ((info.file_results, result.get("file_results", [])),
