@@ -114,9 +114,18 @@ async def test_rtmp_refusals(tmp_path):
             # none of them started a session
             for i in (await lk.ingress.list_ingress(api.ListIngressRequest())).items:
                 assert i.state.status == api.IngressState.ENDPOINT_INACTIVE and not i.state.resource_id
+            # a codec FLV can carry but lkserver does not ingest: the session ends in ERROR, and
+            # an update of the ingress resets it to INACTIVE (as LiveKit's UpdateIngress)
+            code, err = await wait_exit(push_rtmp(f"{base}/{ok.stream_key}", 5, size="320x240",
+                                                  extra=["-c:v", "flv1"]), 30)
+            failed = await poll(lambda: ingress_info(lk, ok.ingress_id),
+                                lambda i: i.state.status == api.IngressState.ENDPOINT_ERROR, what="ERROR")
+            reset = await lk.ingress.update_ingress(api.UpdateIngressRequest(ingress_id=ok.ingress_id, name="again"))
     finally:
         server.stop()
     assert "rtmp_publish_refused" in server.log_text()
+    assert code != 0 and failed.state.error == "unsupported video codec Sorenson H.263: send H.264"
+    assert reset.state.status == api.IngressState.ENDPOINT_INACTIVE and reset.name == "again"
 
 
 def _raw(port: int, payload: bytes, timeout: float = 10.0) -> bytes:
