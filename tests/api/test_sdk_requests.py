@@ -6,8 +6,9 @@ are checked here by what they put on the wire: the path `/twirp/livekit.<Svc>/<M
 what was passed, and a Bearer token that verifies with the key and carries exactly the grant
 the RPC needs (reference server-api.md §2.6). Each one is also sent through the official
 `livekit-api` (where it has the method) and the two requests compared.
-SIP and AgentDispatchService requests are also sent to a live server
-(test_sip_and_dispatch_requests_served_live). TODO(issues 7, 8): egress and ingress likewise.
+SIP, AgentDispatchService and Ingress requests are also sent to a live server
+(test_sip_and_dispatch_requests_served_live; Ingress end to end in tests/ingress).
+TODO(issue 7): egress likewise.
 RoomService is live-tested in test_sdk_room_service.py; it is captured here as well.
 """
 
@@ -671,7 +672,7 @@ def test_call_token_lifetime() -> None:
     assert CALL_TOKEN_TTL == datetime.timedelta(minutes=10)
 
 
-LIVE_SERVICES = ("SIP/", "AgentDispatchService/")
+LIVE_SERVICES = ("SIP/", "AgentDispatchService/", "Ingress/")
 
 
 @pytest.mark.parametrize("c", [c for c in CALLS if c.rpc.startswith(LIVE_SERVICES)],
