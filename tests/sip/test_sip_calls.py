@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 
 import livekit.api as lk
+import pytest
 from conftest import API_KEY, API_SECRET
 from livekit.protocol import models, sip
 from sipfix import (
@@ -38,7 +39,8 @@ async def setup_inbound(api: lk.LiveKitAPI, room: str) -> None:
         attributes={"source": "pstn"})))
 
 
-async def test_inbound_call_audio_both_ways(tmp_path):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_inbound_call_audio_both_ways(tmp_path, transport):
     server, sip_port = start_sip_server(tmp_path / "srv")
     api = lk.LiveKitAPI(server.url, API_KEY, API_SECRET)
     sink = await RtpSink.open()
@@ -52,7 +54,8 @@ async def test_inbound_call_audio_both_ways(tmp_path):
         await asyncio.sleep(2.0)  # the listener is in the room and publishing
         scenario = uac_scenario("+15550001", sink.port, wav=str(wav), talk_ms=6000)
         sipp = asyncio.ensure_future(run_sipp(tmp_path / "sipp", scenario, f"127.0.0.1:{sip_port}", "-s", "+15550100",
-                                              "-i", "127.0.0.1", "-au", "pbx", "-ap", "s3cret", "-mp", "0"))
+                                              "-i", "127.0.0.1", "-au", "pbx", "-ap", "s3cret", "-mp", "0",
+                                              "-t", "t1" if transport == "tcp" else "u1"))
         # while the call is up: the phone participant as ListParticipants shows it
         phone = None
         for _ in range(50):
@@ -80,7 +83,8 @@ async def test_inbound_call_audio_both_ways(tmp_path):
     assert abs(peak_hz(heard[8000:], 8000) - 660) < 10  # the room's tone, heard on the phone
 
 
-async def test_wrong_password_refused(tmp_path):
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+async def test_wrong_password_refused(tmp_path, transport):
     server, sip_port = start_sip_server(tmp_path / "srv")
     api = lk.LiveKitAPI(server.url, API_KEY, API_SECRET)
     sink = await RtpSink.open()
@@ -88,7 +92,8 @@ async def test_wrong_password_refused(tmp_path):
         await setup_inbound(api, "locked-room")
         scenario = uac_scenario("+15550002", sink.port, expect_refused=403)
         code, log = await run_sipp(tmp_path / "sipp", scenario, f"127.0.0.1:{sip_port}", "-s", "+15550100",
-                                   "-i", "127.0.0.1", "-au", "pbx", "-ap", "wrong")
+                                   "-i", "127.0.0.1", "-au", "pbx", "-ap", "wrong",
+                                   "-t", "t1" if transport == "tcp" else "u1")
         rooms = (await api.room.list_rooms(lk.ListRoomsRequest())).rooms
     finally:
         sink.close()
