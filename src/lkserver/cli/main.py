@@ -35,6 +35,7 @@ app.add_typer(__import__("lkserver.cli.webhook", fromlist=["webhook_app"]).webho
 app.add_typer(__import__("lkserver.cli.sip", fromlist=["sip_app"]).sip_app, name="sip")
 app.add_typer(__import__("lkserver.cli.dispatch", fromlist=["dispatch_app"]).dispatch_app, name="dispatch")
 app.add_typer(__import__("lkserver.cli.analytics", fromlist=["analytics_app"]).analytics_app, name="analytics")
+app.add_typer(__import__("lkserver.cli.ingress", fromlist=["ingress_app"]).ingress_app, name="ingress")
 
 # no console markup: room names, identities, metadata and server messages are printed as they are
 # ("[bold]x" is a valid room name and must not turn into bold "x", nor break --json output)
