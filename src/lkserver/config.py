@@ -3,8 +3,8 @@
 Keys follow livekit-server's config (pkg/config/config.go) where they overlap: `port`,
 `bind_addresses`, `keys`, `key_file`, `development`, `room.*`, `limit.*`, `webhook.*`,
 `redis.*`, `prometheus.*`, `logging.*`, `rtc.*`, `ingress.*`. Environment variables as LiveKit
-reads them: LIVEKIT_CONFIG (a YAML body), LIVEKIT_KEYS ("key: secret" lines), REDIS_HOST, REDIS_PASSWORD,
-NODE_IP, UDP_PORT. Keys LiveKit knows but lkserver does not use are reported, not fatal.
+reads them: LIVEKIT_CONFIG (a YAML body), LIVEKIT_KEYS ("key: secret" lines), REDIS_HOST,
+REDIS_PASSWORD, NODE_IP, UDP_PORT. Keys LiveKit knows but lkserver does not use are reported, not fatal.
 
 lkserver's own sections: `analytics.*` (sessions) and `gateway.*` (tenant REST gateway; env
 AUTH_REQUIRED overrides gateway.auth_required).
