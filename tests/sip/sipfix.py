@@ -339,3 +339,21 @@ def uac_pin_scenario(caller: str, media_port: int, digits: str, after_ms: int = 
               '<recv response="200"/>']
     return ('<?xml version="1.0" encoding="ISO-8859-1" ?>\n<scenario name="lkserver-uac-pin">\n'
             + "\n".join(steps) + "\n</scenario>\n")
+
+
+UAS_BUSY = """<?xml version="1.0" encoding="ISO-8859-1" ?>
+<scenario name="lkserver-uas-busy">
+<recv request="INVITE" crlf="true"/>
+<send><![CDATA[
+SIP/2.0 486 Busy Here
+[last_Via:]
+[last_From:]
+[last_To:];tag=[pid]SIPpTag01[call_number]
+[last_Call-ID:]
+[last_CSeq:]
+Content-Length: 0
+
+]]></send>
+<recv request="ACK"/>
+</scenario>
+"""

@@ -189,3 +189,28 @@ async def test_transfer_sends_refer(tmp_path):
     assert "Refer-To: <sip:+15550999@127.0.0.1>" in log, log  # LiveKit wraps a sip: URI in <>
     assert resp.transfer_id.startswith("STR_")
     assert [p.identity for p in left] == []
+
+
+async def test_busy_callee_is_an_error_with_sip_status(tmp_path):
+    server, _ = start_sip_server(tmp_path / "srv")
+    api = lk.LiveKitAPI(server.url, API_KEY, API_SECRET)
+    uas_port = __import__("sipfix").free_sip_port()
+    try:
+        trunk = await api.sip.create_outbound_trunk(sip.CreateSIPOutboundTrunkRequest(trunk=sip.SIPOutboundTrunkInfo(
+            address=f"127.0.0.1:{uas_port}", numbers=["+15550199"])))
+        sipp = asyncio.ensure_future(run_sipp(tmp_path / "uas", __import__("sipfix").UAS_BUSY,
+                                              "-i", "127.0.0.1", "-p", str(uas_port)))
+        await asyncio.sleep(1.0)
+        with pytest.raises(lk.TwirpError) as e:
+            await api.sip.create_sip_participant(sip.CreateSIPParticipantRequest(
+                sip_trunk_id=trunk.sip_trunk_id, sip_call_to="+15550125", room_name="busy-room",
+                wait_until_answered=True))
+        code, log = await sipp
+        parts = (await api.room.list_participants(lk.ListParticipantsRequest(room="busy-room"))).participants
+    finally:
+        await api.aclose()
+        server.stop()
+    assert code == 0, log
+    assert e.value.code == "resource_exhausted" and "sip status 486" in e.value.message
+    assert e.value.metadata == {"sip_status_code": "486", "sip_status": "Busy Here"}
+    assert list(parts) == []  # the dialing participant left
