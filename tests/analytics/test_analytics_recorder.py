@@ -259,9 +259,9 @@ def test_list_parameters_and_their_400s() -> None:
     assert parse_list_query({"start": "2025-03-13", "end": "2025-03-13"}, today, 7).end == "2025-03-13"
     assert parse_list_query({"limit": "1000", "page": "12345"}, today, 7).limit == 1000
     bad = {
-        "limit": ["0", "-1", "1001", "ten", "1.5", " "],
-        "page": ["-1", "x", "1e3"],
-        "start": ["2025-03-02", "03/04/2025", "2025-3-4", "2025-02-30", "yesterday"],
+        "limit": ["0", "-1", "1001", "ten", "1.5", " ", ""],
+        "page": ["-1", "x", "1e3", ""],
+        "start": ["2025-03-02", "03/04/2025", "2025-3-4", "2025-02-30", "yesterday", ""],
         "end": ["2025-13-01", "20250310"],
     }
     for name, values in bad.items():

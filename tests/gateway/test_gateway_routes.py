@@ -197,10 +197,12 @@ async def test_bad_requests_are_json_400_404_405(gw, http) -> None:
     base = f"{gw.url}/livekit"
     bad_bodies = ["", "not json", "[]", "42", '{"room_name": 5, "participant_identity": "a"}',
                   '{"room_name": "r"}', '{"room_name": "", "participant_identity": "a"}',
-                  '{"room_name": "   ", "participant_identity": "a"}',
+                  '{"room_name": null, "participant_identity": "a"}',
+                  '{"room_name": "r", "participant_identity": "a", "participant_name": null}',
                   '{"room_name": "r", "participant_identity": "a", "participant_name": ["x"]}',
                   json.dumps({"room_name": "r" * 300, "participant_identity": "a"}),
-                  b"\xff\xfe{"]
+                  b"\xff\xfe{", '{"room_name": "\\ud800", "participant_identity": "a"}',
+                  '{"room_name": "r", "participant_identity": "a", "participant_name": "x\\udc00"}']
     for body in bad_bodies:
         status, err = await call(http, "POST", f"{base}/token", "acme", body)
         assert (status, err["code"]) == (400, "INVALID_REQUEST"), (body, err)
@@ -208,6 +210,9 @@ async def test_bad_requests_are_json_400_404_405(gw, http) -> None:
                  '{"room_name": "r", "participant_identity": "a", "track_sid": "t", "muted": "yes"}'):
         status, err = await call(http, "POST", f"{base}/participant/mute", "acme", body)
         assert (status, err["code"]) == (400, "INVALID_REQUEST") and "muted" in err["error"]
+    status, err = await call(http, "DELETE", f"{base}/participant", "acme",
+                             '{"room_name": "\\udfff", "participant_identity": "a"}')
+    assert (status, err["code"]) == (400, "INVALID_REQUEST") and "surrogate" in err["error"]
     status, err = await call(http, "DELETE", f"{base}/participant", "acme", "{}")
     assert (status, err["code"]) == (400, "INVALID_REQUEST")
     for path in ("", "nope", "rooms/", "rooms/a/b", "participant/mute/x", "tokens"):

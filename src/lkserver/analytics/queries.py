@@ -55,7 +55,7 @@ class ListQuery:
 
 def _int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int | None) -> int:
     raw = params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return default
     if not re.fullmatch(r"[+-]?\d{1,18}", raw.strip()):
         raise BadRequest(f"{name} must be an integer, got {raw[:40]!r}")
@@ -68,7 +68,7 @@ def _int_param(params: Mapping[str, str], name: str, default: int, low: int, hig
 
 def _date_param(params: Mapping[str, str], name: str) -> dt.date | None:
     raw = params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
     try:
         if not DATE.match(raw):

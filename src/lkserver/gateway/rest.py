@@ -56,16 +56,20 @@ async def read_json_object(request: web.Request) -> dict[str, Any]:
 
 
 def string_field(body: Mapping[str, Any], name: str, *, required: bool = True, max_len: int = 0) -> str:
-    value = body.get(name)
-    if value is None:
+    if name not in body:
         if required:
             raise BadBody(f"{name} is required")
         return ""
+    value = body[name]
     if not isinstance(value, str):
         raise BadBody(f"{name} must be a string")
-    if required and not value.strip():
+    if required and not value:
         raise BadBody(f"{name} must not be empty")
-    if max_len and len(value.encode()) > max_len:
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:  # JSON allows a lone surrogate escape (\ud800); UTF-8 does not
+        raise BadBody(f"{name} is not valid Unicode text (a lone surrogate)") from None
+    if max_len and size > max_len:
         raise BadBody(f"{name} is longer than {max_len} bytes")
     return value
 
