@@ -174,10 +174,9 @@ async def test_call_requests_validated_and_grants_enforced(lkapi, server):
     tok = lk.AccessToken(API_KEY, API_SECRET).with_grants(lk.VideoGrants(room_create=True)).to_jwt()
     import aiohttp
 
-    async with aiohttp.ClientSession() as s:
-        async with s.post(f"{server.url}/twirp/livekit.SIP/ListSIPInboundTrunk", json={},
-                          headers={"Authorization": f"Bearer {tok}"}) as r:
-            assert r.status == 401 and (await r.json()) == {"code": "unauthenticated", "msg": "permissions denied"}
+    async with aiohttp.ClientSession() as s, s.post(f"{server.url}/twirp/livekit.SIP/ListSIPInboundTrunk", json={},
+                                                    headers={"Authorization": f"Bearer {tok}"}) as r:
+        assert r.status == 401 and (await r.json()) == {"code": "unauthenticated", "msg": "permissions denied"}
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "redis"])
