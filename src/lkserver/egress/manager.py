@@ -287,6 +287,8 @@ class EgressJob:
                 failed = ev == "stream_failed"
                 self._stream(msg["url"], ended_at=int(msg["ended_at"]), failed=failed, error=msg.get("error", ""))
                 await self.manager.save(self)
+            elif ev == "ending":  # the source ended it (END_RECORDING, every stream failed)
+                await self.manager.ending(self, str(msg.get("reason", "")))
             elif ev == "result":
                 self.result = msg
             elif ev == "log":
@@ -557,6 +559,21 @@ class EgressManager:
         if job.worker is not None:
             job.worker.send({"op": "stop", "reason": reason})
             job.tasks.append(asyncio.ensure_future(self._kill_if_stuck(job)))
+        await self._leave(job)
+
+    async def ending(self, job: EgressJob, reason: str) -> None:
+        """The worker is finishing on its own: ACTIVE -> ENDING with its reason."""
+        if job.stopping:
+            return
+        job.stopping = True
+        job.end_reason = reason
+        job.info.details = f"End reason: {reason}"
+        if job.info.status == S.EGRESS_ACTIVE:
+            job.info.status = S.EGRESS_ENDING
+            job.info.updated_at = now_ns()
+            await self.save(job)
+            self._publish(EventName.EGRESS_UPDATED, job)
+        job.tasks.append(asyncio.ensure_future(self._kill_if_stuck(job)))
         await self._leave(job)
 
     async def _kill_if_stuck(self, job: EgressJob) -> None:

@@ -47,6 +47,7 @@ JITTER_PRIME = MIX_CHUNK * 3  # an input is mixed once 60 ms are buffered ...
 JITTER_MAX = MIX_RATE // 2  # ... and trimmed back to that past 500 ms
 SPEAKER_HOLD = 1.0  # seconds another participant must be louder before the speaker changes
 KEYFRAME_REQUEST_INTERVAL = 1.0
+START_SIGNAL_TIMEOUT = 30.0  # a web page asked to signal START_RECORDING must do so this soon
 DECODERS = {"audio/opus": "opus", "video/vp8": "vp8", "video/h264": "h264"}
 CHANNEL_BOTH, CHANNEL_LEFT, CHANNEL_RIGHT = 0, 1, 2
 
@@ -169,6 +170,45 @@ class Input:
                 self.job.first_media.set()
 
 
+class PageInput:
+    """The web page as an input: screencast JPEGs and tapped page audio (egress/web.py)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.identity = "web"
+        self.source = ""
+        self.channel = CHANNEL_BOTH
+        self.pcm = PcmBuffer()
+        self.frame: Any = None
+        self.frame_id = 0
+        self.level = 0.0
+        self.muted = False
+        self.gone = False
+        self.jpeg = av.CodecContext.create("mjpeg", "r") if kind == "video" else None
+        self.resamplers: dict[int, Any] = {}
+
+    def on_jpeg(self, data: bytes) -> None:
+        assert self.jpeg is not None
+        try:
+            for f in self.jpeg.decode(av.Packet(data)):
+                self.frame = f.reformat(format="yuv420p")
+                self.frame_id += 1
+        except av.error.FFmpegError:
+            pass
+
+    def on_pcm(self, rate: int, data: bytes) -> None:
+        samples = np.frombuffer(data, dtype="<f4")
+        if rate != MIX_RATE:
+            r = self.resamplers.get(rate)
+            if r is None:
+                r = self.resamplers[rate] = av.AudioResampler(format="flt", layout="mono", rate=MIX_RATE)
+            f = av.AudioFrame.from_ndarray(samples.reshape(1, -1).astype(np.float32), format="flt", layout="mono")
+            f.sample_rate = rate
+            out = [x.to_ndarray().reshape(-1) for x in r.resample(f)]
+            samples = np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+        self.pcm.write(samples.astype(np.float32))
+
+
 class Job:
     def __init__(self, start: dict, emit: Status) -> None:
         self.plan = start["plan"]
@@ -176,6 +216,9 @@ class Job:
         self.output_dir = start["output_dir"]
         self.endpoints = start.get("endpoints", {})
         self.x264_preset = start.get("x264_preset", "veryfast")
+        self.chromium = start.get("chromium", "")
+        self.browser: Any = None
+        self.start_signal = threading.Event()
         self.emit = emit
         self.passthrough = bool(self.plan["passthrough"])
         self.decoding = not self.passthrough or bool(self.plan.get("websocket"))
@@ -194,6 +237,7 @@ class Job:
         self.error = ""
         self.aborted = ""
         self.active_at = 0.0
+        self.media_ended_at = 0.0
         self.speaker: Optional[str] = None
         self.speaker_candidate: tuple[Optional[str], float] = (None, 0.0)
         self.pass_sink: Optional[PassthroughFileSink] = None
@@ -234,6 +278,13 @@ class Job:
             self.stop_reason = msg.get("reason", "")
             self.stop_event.set()
 
+    def stop_itself(self, reason: str) -> None:
+        """The source ended the recording (not the server): tell the server why, then finish."""
+        if not self.stop_event.is_set():
+            self.stop_reason = reason
+            self.emit({"ev": "ending", "reason": reason})
+            self.stop_event.set()
+
     def _close_stream(self, redacted: str, sink: Any) -> None:
         sink.close(time.time())
         self.emit({"ev": "stream_ended", "url": redacted, "ended_at": ns(time.time())})
@@ -251,7 +302,7 @@ class Job:
             others = self.plan.get("file") or self.plan.get("segments") or self.plan.get("images")
         if not live and not others:
             self.error = self.error or error
-            self.stop_event.set()
+            self.stop_itself("Failure")
 
     def _add_rtmp(self, url: str, redacted: str) -> None:
         assert self.enc is not None
@@ -315,6 +366,8 @@ class Job:
         compositor = Compositor(int(plan["width"]), int(plan["height"]),
                                 self.layout if plan["source"] == "template" else "single-speaker")
         layout = self.layout
+        if plan["source"] == "web" and not self._open_page():
+            return
         if plan["source"] in ("participant", "tracks"):
             # an SDK source starts with its media (or is aborted if stopped first)
             while not self.first_media.wait(0.05):
@@ -361,10 +414,43 @@ class Job:
             delay = nxt - (time.monotonic() - t0)
             if delay > 0:
                 self.stop_event.wait(delay)
+        self.media_ended_at = time.time()
         del last_frame
         if self.enc is not None:
             for kind, p in self.enc.flush():
                 self._dispatch(kind, [p])
+
+    def _open_page(self) -> bool:
+        """Web egress: load the page (and wait for START_RECORDING if asked); False: do not record."""
+        from .web import Browser, PageError
+
+        plan = self.plan
+        video, audio = PageInput("video"), PageInput("audio")
+        self.inputs[0], self.inputs[1] = video, audio  # type: ignore[assignment]
+
+        def on_console(text: str) -> None:
+            if "START_RECORDING" in text:
+                self.start_signal.set()
+            elif "END_RECORDING" in text:
+                self.stop_itself("Source closed")
+
+        try:
+            self.browser = Browser(self.chromium, int(plan["width"]), int(plan["height"]), video.on_jpeg,
+                                   audio.on_pcm, on_console)
+            self.browser.open(plan["web_url"])
+        except (PageError, OSError) as e:
+            self.error = f"page load error: {e}"
+            return False
+        if plan.get("await_start_signal"):
+            deadline = time.monotonic() + START_SIGNAL_TIMEOUT
+            while not self.start_signal.wait(0.05):
+                if self.stop_event.is_set():
+                    self.aborted = "Stop called before pipeline could start"
+                    return False
+                if time.monotonic() > deadline:
+                    self.aborted = "Start signal not received"
+                    return False
+        return True
 
     def _tile_sources(self, tiles: dict[str, TileSource]) -> list[TileSource]:
         """One tile per participant: its screen share or camera picture, or an empty tile."""
@@ -453,6 +539,7 @@ class Job:
         self.active_at = time.time()
         self.emit({"ev": "active", "started_at": ns(self.active_at)})
         self.stop_event.wait()
+        self.media_ended_at = time.time()
 
     def _passthrough_frame(self, inp: Input, frame: Any) -> None:
         plan = self.plan
@@ -518,7 +605,9 @@ class Job:
     # -- the end -------------------------------------------------------------------------------
 
     def _finish(self) -> dict:
-        now = time.time()
+        now = self.media_ended_at or time.time()  # when the recording stopped, not when it is closed
+        if self.browser is not None:
+            self.browser.close()
         result: dict = {"ev": "result", "error": self.error, "aborted": self.aborted,
                         "file_results": [], "segment_results": [], "image_results": [], "stream_results": []}
         close_errors = []
