@@ -14,12 +14,10 @@ TENANTS = {"acme": "acme-secret-0123456789", "globex": "globex-secret-0123456789
            "initech": "initech-secret-0123456789"}
 
 
-def gateway_config(auth_required: bool = True, extra: str = "") -> str:
+def gateway_section(auth_required: bool = True) -> str:
+    """The config besides keys: rooms that outlive a test, and the gateway with TENANTS."""
     tenants = "".join(f"    {t}: {s}\n" for t, s in TENANTS.items())
     return f"""
-development: true
-keys:
-  {API_KEY}: {API_SECRET}
 room:
   empty_timeout: 600
   departure_timeout: 600
@@ -27,7 +25,15 @@ gateway:
   enabled: true
   auth_required: {str(auth_required).lower()}
   tenants:
-{tenants}{extra}"""
+{tenants}"""
+
+
+def gateway_config(auth_required: bool = True, extra: str = "") -> str:
+    return f"""
+development: true
+keys:
+  {API_KEY}: {API_SECRET}
+{gateway_section(auth_required)}{extra}"""
 
 
 SERVER_ARGS = ("--udp-port", "0", "--tcp-port", "0")
