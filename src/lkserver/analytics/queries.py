@@ -121,13 +121,20 @@ def session_summary(s: SessionRecord) -> dict[str, Any]:
 
 
 async def list_sessions(store: AnalyticsStore, q: ListQuery) -> dict[str, Any]:
+    # days partition creation times, so reading days newest first and stopping once the page is
+    # filled gives the same slice as sorting everything (every session of a later day is newer)
+    first, wanted = q.page * q.limit, (q.page + 1) * q.limit
     records: list[SessionRecord] = []
-    for day in await store.days():
-        if day >= q.start and (q.end is None or day <= q.end):
-            records.extend(await store.sessions_of_day(day))
-    records.sort(key=lambda s: (s.created_ms, s.sid), reverse=True)
-    first = q.page * q.limit
-    return {"sessions": [session_summary(s) for s in records[first:first + q.limit]]}
+    for day in sorted(await store.days(), reverse=True):
+        if day < q.start:
+            break
+        if q.end is not None and day > q.end:
+            continue
+        records.extend(sorted(await store.sessions_of_day(day), key=lambda s: (s.created_ms, s.sid),
+                              reverse=True))
+        if len(records) >= wanted:
+            break
+    return {"sessions": [session_summary(s) for s in records[first:wanted]]}
 
 
 def _sources(bits: int) -> dict[str, bool]:
