@@ -9,9 +9,10 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import av
 import numpy as np
@@ -20,8 +21,8 @@ from livekit import api
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rtc"))
 
-from conftest import API_KEY, API_SECRET, ServerProcess  # noqa: E402
-from rtcfix import PY_CLIENT, ROOT, free_udp_port, require_netns, rtc_config, token  # noqa: E402
+from conftest import API_KEY, API_SECRET, ServerProcess
+from rtcfix import PY_CLIENT, ROOT, free_udp_port, require_netns, rtc_config, token
 
 HERE = Path(__file__).resolve().parent
 PUBLISHER = HERE / "eg_publisher.py"
@@ -60,7 +61,7 @@ class Publisher:
         self.proc: Any = None
         self.info: dict = {}
 
-    async def __aenter__(self) -> "Publisher":
+    async def __aenter__(self) -> Publisher:
         import json
 
         self.proc = await asyncio.create_subprocess_exec(
@@ -74,12 +75,12 @@ class Publisher:
         self.info = json.loads(line)
         return self
 
-    async def __aexit__(self, *exc: Any) -> None:
+    async def __aexit__(self, *exc: object) -> None:
         if self.proc.returncode is None:
             self.proc.stdin.close()
             try:
                 await asyncio.wait_for(self.proc.wait(), 10)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 self.proc.kill()
                 await self.proc.wait()
 

@@ -5,7 +5,6 @@ and auto egress from CreateRoom."""
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 from pathlib import Path
@@ -13,10 +12,18 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
-from livekit import api
-
 from conftest import API_KEY, API_SECRET
-from egressfix import S, Publisher, eg_server, lkapi, probe, start_egress_server, wait_status, wall_seconds  # noqa: F401
+from egressfix import (  # noqa: F401
+    Publisher,
+    S,
+    eg_server,
+    lkapi,
+    probe,
+    start_egress_server,
+    wait_status,
+    wall_seconds,
+)
+from livekit import api
 
 PREFIX = "twirp error unknown: "
 

@@ -9,9 +9,8 @@ import re
 from pathlib import Path
 
 import av
+from egressfix import Publisher, RtmpListener, S, eg_server, lkapi, probe, wait_status, wall_seconds  # noqa: F401
 from livekit import api
-
-from egressfix import S, Publisher, RtmpListener, eg_server, lkapi, probe, wait_status, wall_seconds  # noqa: F401
 
 
 async def record(lk, req: api.RoomCompositeEgressRequest, seconds: float) -> api.EgressInfo:
@@ -38,12 +37,12 @@ async def test_hls_segments_live_and_vod_playlists(eg_server):
     playlist = Path(seg.playlist_location).read_text()
     live = Path(seg.live_playlist_location).read_text()
     assert "#EXT-X-PLAYLIST-TYPE:VOD" in playlist and playlist.rstrip().endswith("#EXT-X-ENDLIST")
-    names = re.findall(r"^(rc_\d{5}\.ts)$", playlist, re.M)
+    names = re.findall(r"^(rc_\d{5}\.ts)$", playlist, re.MULTILINE)
     assert names == [f"rc_{i:05d}.ts" for i in range(len(names))] and seg.segment_count == len(names) >= 3
     durations = [float(d) for d in re.findall(r"#EXTINF:([\d.]+),", playlist)]
     assert all(d <= 2.1 for d in durations[:-1])
     assert abs(sum(durations) - wall_seconds(seg.started_at, seg.ended_at)) < 0.6
-    assert "PLAYLIST-TYPE" not in live and set(re.findall(r"^(rc_\d{5}\.ts)$", live, re.M)) <= set(names)
+    assert "PLAYLIST-TYPE" not in live and set(re.findall(r"^(rc_\d{5}\.ts)$", live, re.MULTILINE)) <= set(names)
     total = 0.0
     for name in names:  # every segment decodes on its own
         p = probe(Path(seg.playlist_location).parent / name)

@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
+from egressfix import Publisher, S, eg_server, lkapi, probe, wait_status, wall_seconds  # noqa: F401
 from livekit import api
-
-from egressfix import S, Publisher, eg_server, lkapi, probe, wait_status, wall_seconds  # noqa: F401
 
 
 async def test_room_composite_file_with_tone_and_video(eg_server):

@@ -11,9 +11,8 @@ import json
 
 import numpy as np
 from aiohttp import web
+from egressfix import Publisher, S, eg_server, lkapi, probe, wait_status, wall_seconds  # noqa: F401
 from livekit import api
-
-from egressfix import S, Publisher, eg_server, lkapi, probe, wait_status, wall_seconds  # noqa: F401
 
 
 async def run_egress(lk, start, seconds: float) -> api.EgressInfo:

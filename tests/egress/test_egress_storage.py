@@ -14,15 +14,14 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import boto3
 import pytest
-from livekit import api
-
 from conftest import NODE_DIR, free_port
-from egressfix import S, Publisher, eg_server, lkapi, probe, start_egress_server, wait_status  # noqa: F401
+from egressfix import Publisher, S, eg_server, lkapi, probe, start_egress_server, wait_status  # noqa: F401
+from livekit import api
 
 AZURITE_ACCOUNT = "devstoreaccount1"
 AZURITE_KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="

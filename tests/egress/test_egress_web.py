@@ -6,16 +6,13 @@ on its console (the request awaits it) and, when asked, END_RECORDING (which end
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import av
-import numpy as np
 import pytest
 from aiohttp import web
-from livekit import api
-
 from egressfix import S, eg_server, lkapi, probe, wait_status, wall_seconds  # noqa: F401
+from livekit import api
 
 PAGE = """<!doctype html><html><body style="margin:0;background:rgb(220,30,30)">
 <script>

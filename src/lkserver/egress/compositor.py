@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -127,13 +127,13 @@ class Compositor:
     def __init__(self, width: int, height: int, layout: str = "") -> None:
         self.canvas = Canvas(width, height)
         self.set_layout(layout)
-        self._signature: Optional[tuple] = None
+        self._signature: tuple | None = None
 
     def set_layout(self, layout: str) -> None:
         self.layout, self.theme = parse_layout(layout)
         self._signature = None
 
-    def arrange(self, sources: list[TileSource], speaker: Optional[str]) -> list[tuple[TileSource, Rect]]:
+    def arrange(self, sources: list[TileSource], speaker: str | None) -> list[tuple[TileSource, Rect]]:
         """Which sources are drawn, and where."""
         w, h = self.canvas.w, self.canvas.h
         shares = [s for s in sources if s.screen_share and s.frame is not None]
@@ -150,7 +150,7 @@ class Compositor:
         ordered = [main] + [s for s in sources if s is not main]
         return list(zip(ordered, speaker_rects(len(ordered), w, h)))
 
-    def render(self, sources: list[TileSource], speaker: Optional[str] = None) -> tuple[np.ndarray, bool]:
+    def render(self, sources: list[TileSource], speaker: str | None = None) -> tuple[np.ndarray, bool]:
         """The canvas (H*3/2 x W yuv420p) and whether it changed since the last call."""
         placed = self.arrange(sources, speaker)
         signature = (self.layout, self.theme, speaker,
@@ -173,7 +173,7 @@ class Compositor:
                 c.border(rect, colors["border"])
         return c.ndarray(), True
 
-    def _scaled(self, src: TileSource, rect: Rect) -> Optional[tuple[tuple[int, int], tuple]]:
+    def _scaled(self, src: TileSource, rect: Rect) -> tuple[tuple[int, int], tuple] | None:
         key = (rect[2], rect[3])
         cached = src._cache.get(key)
         if cached is not None and cached[0] == src.frame_id:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from typing import Optional
 
 START_CODE = b"\x00\x00\x00\x01"
 
@@ -27,7 +26,7 @@ class RtpPacket:
     payload: bytes
 
     @classmethod
-    def parse(cls, data: bytes) -> "RtpPacket":
+    def parse(cls, data: bytes) -> RtpPacket:
         if len(data) < 12 or data[0] >> 6 != 2:
             raise ValueError("not an RTP packet")
         b0, b1, seq, ts, ssrc = struct.unpack_from("!BBHII", data)
@@ -63,11 +62,11 @@ class ReorderBuffer:
     def __init__(self, max_wait: int = 16, capacity: int = 256) -> None:
         self.max_wait = max_wait
         self.capacity = capacity
-        self.next_seq: Optional[int] = None
+        self.next_seq: int | None = None
         self.held: dict[int, RtpPacket] = {}
         self.lost = 0
 
-    def push(self, pkt: RtpPacket) -> list[Optional[RtpPacket]]:
+    def push(self, pkt: RtpPacket) -> list[RtpPacket | None]:
         """Packets now in order; `None` marks where packets were given up as lost."""
         if self.next_seq is None:
             self.next_seq = pkt.seq
@@ -75,7 +74,7 @@ class ReorderBuffer:
         if 0 < behind < 0x8000:
             return []  # late or duplicate
         self.held[pkt.seq] = pkt
-        out: list[Optional[RtpPacket]] = []
+        out: list[RtpPacket | None] = []
         while True:
             p = self.held.pop(self.next_seq, None)
             if p is not None:
@@ -94,7 +93,7 @@ class ReorderBuffer:
 
 class TimestampUnwrapper:
     def __init__(self) -> None:
-        self.last: Optional[int] = None
+        self.last: int | None = None
         self.offset = 0
 
     def unwrap(self, ts: int) -> int:
@@ -116,12 +115,12 @@ class Depacketizer:
         self.unwrapper = TimestampUnwrapper()
         self.need_keyframe = self.is_video
 
-    def push(self, pkt: Optional[RtpPacket]) -> list[Frame]:
+    def push(self, pkt: RtpPacket | None) -> list[Frame]:
         raise NotImplementedError
 
 
 class OpusDepacketizer(Depacketizer):
-    def push(self, pkt: Optional[RtpPacket]) -> list[Frame]:
+    def push(self, pkt: RtpPacket | None) -> list[Frame]:
         if pkt is None or not pkt.payload:
             return []
         return [Frame(self.unwrapper.unwrap(pkt.timestamp), pkt.payload, True)]
@@ -133,10 +132,10 @@ class _VideoDepacketizer(Depacketizer):
     def __init__(self) -> None:
         super().__init__()
         self.parts: list[bytes] = []
-        self.ts: Optional[int] = None
+        self.ts: int | None = None
         self.broken = False
 
-    def push(self, pkt: Optional[RtpPacket]) -> list[Frame]:
+    def push(self, pkt: RtpPacket | None) -> list[Frame]:
         if pkt is None:
             self.broken = True  # the current picture misses a piece
             return []
@@ -157,10 +156,10 @@ class _VideoDepacketizer(Depacketizer):
     def _finish(self) -> list[Frame]:
         parts, ts, broken = self.parts, self.ts, self.broken
         self.parts, self.ts, self.broken = [], None, False
-        if ts is None or not parts:
-            return []
         if broken:
             self.need_keyframe = True
+            return []
+        if ts is None or not parts:
             return []
         data = b"".join(parts)
         key = self._is_keyframe(data)
@@ -210,7 +209,7 @@ class VP8Depacketizer(_VideoDepacketizer):
 class H264Depacketizer(_VideoDepacketizer):
     def __init__(self) -> None:
         super().__init__()
-        self.fu: Optional[bytearray] = None
+        self.fu: bytearray | None = None
 
     def _append(self, payload: bytes) -> None:
         nal_type = payload[0] & 0x1F

@@ -22,7 +22,8 @@ import signal
 import socket
 import sys
 import time
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
@@ -97,7 +98,7 @@ class Worker:
         self.media = media
 
     @classmethod
-    async def spawn(cls) -> "Worker":
+    async def spawn(cls) -> Worker:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MEDIA_SNDBUF)
@@ -129,14 +130,14 @@ class Worker:
 
 
 class EgressJob:
-    def __init__(self, manager: "EgressManager", plan: EgressPlan, info: pe.EgressInfo, cost: float,
+    def __init__(self, manager: EgressManager, plan: EgressPlan, info: pe.EgressInfo, cost: float,
                  webhooks: list) -> None:
         self.manager = manager
         self.plan = plan
         self.info = info
         self.cost = cost
         self.webhooks = webhooks
-        self.worker: Optional[Worker] = None
+        self.worker: Worker | None = None
         self.local: Any = None  # LocalParticipant
         self.indexes: dict[str, int] = {}  # track sid -> input index
         self.dropped = 0
@@ -145,7 +146,7 @@ class EgressJob:
         self.limit_reached = False
         self.done = asyncio.Event()
         self.tasks: list[asyncio.Task] = []
-        self.result: Optional[dict] = None
+        self.result: dict | None = None
         self.fail_error = ""  # set when the server side gives up on the job
 
     @property
@@ -315,8 +316,8 @@ class EgressJob:
 
 
 class EgressManager:
-    def __init__(self, settings: EgressSettings, data_dir: str, rooms: RoomManager, store: "Store",
-                 events: EventBus, rtc: "RtcService") -> None:
+    def __init__(self, settings: EgressSettings, data_dir: str, rooms: RoomManager, store: Store,
+                 events: EventBus, rtc: RtcService) -> None:
         self.settings = settings
         self.rooms = rooms
         self.store = store
@@ -330,8 +331,8 @@ class EgressManager:
         self.capacity = float(settings.cpu_capacity) or (os.cpu_count() or 1) * float(settings.max_cpu_utilization)
         self._spares: list[asyncio.Task] = []
         self._tasks: set[asyncio.Task] = set()
-        self._sweeper: Optional[asyncio.Task] = None
-        self._unsubscribe: Optional[Callable[[], None]] = None
+        self._sweeper: asyncio.Task | None = None
+        self._unsubscribe: Callable[[], None] | None = None
         self.auto_egress_seen: set[tuple[str, str]] = set()
         self.closing = False
 
@@ -382,7 +383,7 @@ class EgressManager:
             await asyncio.sleep(SWEEP_INTERVAL)
             await self.sweep()
 
-    async def sweep(self, now: Optional[float] = None) -> None:
+    async def sweep(self, now: float | None = None) -> None:
         cutoff = int(((now or time.time()) - RETENTION) * 1e9)
         for eid, info in list(self.records.items()):
             if info.status not in ACTIVE_STATES and info.ended_at and info.ended_at < cutoff:
@@ -394,7 +395,7 @@ class EgressManager:
     def cost_of(self, plan: EgressPlan) -> float:
         return self.cpu_cost[COST_KEYS[plan.cpu_cost_kind()]]
 
-    async def start_egress(self, kind: str, req: Any, *, webhooks: Optional[list] = None) -> pe.EgressInfo:
+    async def start_egress(self, kind: str, req: Any, *, webhooks: list | None = None) -> pe.EgressInfo:
         """Validate, admit and launch; returns the STARTING EgressInfo (stored, egress_started sent)."""
         if self.closing:
             raise TwirpError.psrpc("unavailable", "server is shutting down")
@@ -477,7 +478,7 @@ class EgressManager:
             await self.end(job, "Session limit reached")
 
     async def _take_worker(self) -> Worker:
-        worker: Optional[Worker] = None
+        worker: Worker | None = None
         while self._spares and worker is None:
             t = self._spares.pop(0)
             try:
@@ -579,7 +580,7 @@ class EgressManager:
     async def _kill_if_stuck(self, job: EgressJob) -> None:
         try:
             await asyncio.wait_for(job.done.wait(), RESULT_TIMEOUT)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             if job.worker is not None:
                 job.worker.kill()
 

@@ -15,7 +15,7 @@ import posixpath
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import urlsplit
 
 from google.protobuf.json_format import MessageToDict
@@ -288,10 +288,10 @@ class EgressPlan:
     audio_codec: str = ""
     video_codec: str = ""
     # outputs
-    file: Optional[FileOutput] = None
-    segments: Optional[SegmentsOutput] = None
-    stream: Optional[StreamOutput] = None
-    websocket: Optional[StreamOutput] = None
+    file: FileOutput | None = None
+    segments: SegmentsOutput | None = None
+    stream: StreamOutput | None = None
+    websocket: StreamOutput | None = None
     images: list = field(default_factory=list)
     # filename template context known at request time
     replacements: dict = field(default_factory=dict)
@@ -318,7 +318,7 @@ class EgressPlan:
 
 
 def build_plan(kind: str, req: Any, egress_id: str, *, room_id: str = "",
-               now: Optional[float] = None) -> tuple[EgressPlan, pe.EgressInfo]:
+               now: float | None = None) -> tuple[EgressPlan, pe.EgressInfo]:
     """Validate a start request of type `kind`; return the plan and the STARTING EgressInfo."""
     now = time.time() if now is None else now
     ns = int(now * 1e9)
@@ -885,7 +885,7 @@ def track_file_type(mime: str) -> str:
 
 
 def bind_track(plan: EgressPlan, info: pe.EgressInfo, *, mime: str, track_id: str, kind: str,
-               source: str, identity: str, now: Optional[float] = None) -> None:
+               source: str, identity: str, now: float | None = None) -> None:
     """Track egress: the codec decides the container; track templates get their values."""
     now = time.time() if now is None else now
     plan.replacements.update({"{track_id}": track_id, "{track_type}": kind, "{track_source}": source,

@@ -19,7 +19,8 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import av
 
@@ -100,11 +101,11 @@ class Uploader:
     def __init__(self, emit: Emit) -> None:
         self.emit = emit
         self.q: queue.Queue = queue.Queue(UPLOAD_QUEUE)
-        self.error: Optional[str] = None
+        self.error: str | None = None
         self.thread = threading.Thread(target=self._run, name="egress-upload", daemon=True)
         self.thread.start()
 
-    def put(self, storage: Storage, local: str, key: str, done: Optional[Callable[[str], None]] = None,
+    def put(self, storage: Storage, local: str, key: str, done: Callable[[str], None] | None = None,
             keep: bool = False) -> None:
         try:
             self.q.put_nowait((storage, local, key, done, keep))

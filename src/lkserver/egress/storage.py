@@ -24,7 +24,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 RETRIES = 5
 BACKOFF_MIN, BACKOFF_MAX = 0.1, 5.0
@@ -50,7 +51,7 @@ class Storage:
 
     def upload(self, local_path: str, key: str) -> str:
         delay = BACKOFF_MIN
-        last: Optional[Exception] = None
+        last: Exception | None = None
         for attempt in range(RETRIES):
             try:
                 return self._put(local_path, key.lstrip("/"), content_type(key))
@@ -76,7 +77,7 @@ def _permanent(e: Exception) -> bool:
     return isinstance(code, int) and 400 <= code < 500 and code not in (408, 429)
 
 
-def _describe(e: Optional[Exception]) -> str:
+def _describe(e: Exception | None) -> str:
     if isinstance(e, urllib.error.HTTPError):
         try:
             body = e.read().decode(errors="replace")[:300]
@@ -159,7 +160,7 @@ class S3Storage(Storage):
         return f"https://{self.bucket}.s3.{region}.amazonaws.com/{quoted}"
 
 
-def _http_put(url: str, body: bytes, headers: dict[str, str], proxy: Optional[dict] = None,
+def _http_put(url: str, body: bytes, headers: dict[str, str], proxy: dict | None = None,
               timeout: float = 60.0) -> None:
     handlers: list[Any] = []
     if proxy and proxy.get("url"):
@@ -283,7 +284,7 @@ class AliOSSStorage(Storage):
         return url
 
 
-def open_storage(storage: dict, output_dir: str, endpoints: Optional[dict] = None) -> Storage:
+def open_storage(storage: dict, output_dir: str, endpoints: dict | None = None) -> Storage:
     """The Storage a plan's output names ({"s3": {...}} ...), or the local output directory."""
     endpoints = endpoints or {}
     if "s3" in storage:
@@ -301,4 +302,4 @@ StorageFactory = Callable[[dict], Storage]
 
 
 def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)

@@ -19,7 +19,8 @@ import os
 import subprocess
 import tempfile
 import threading
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 PAGE_LOAD_TIMEOUT = 30.0
 
@@ -148,7 +149,7 @@ class Browser:
         elif method == "Page.loadEventFired":
             self.loaded.set()
 
-    def send(self, method: str, params: Optional[dict] = None, *, session: bool = True, wait: bool = True,
+    def send(self, method: str, params: dict | None = None, *, session: bool = True, wait: bool = True,
              timeout: float = 10.0) -> dict:
         mid = next(self._ids)
         msg: dict[str, Any] = {"id": mid, "method": method, "params": params or {}}

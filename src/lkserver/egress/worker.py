@@ -21,7 +21,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from typing import Any, Optional
+from typing import Any
 
 import av
 import numpy as np
@@ -88,7 +88,7 @@ class PcmBuffer:
                 old = self.chunks.popleft()
                 self.available -= len(old)
 
-    def read(self, n: int) -> Optional[np.ndarray]:
+    def read(self, n: int) -> np.ndarray | None:
         with self.lock:
             if not self.primed:
                 return None
@@ -112,7 +112,7 @@ class PcmBuffer:
 class Input:
     """One subscribed track: RTP -> frames -> decoded audio samples or the latest picture."""
 
-    def __init__(self, job: "Job", msg: dict) -> None:
+    def __init__(self, job: Job, msg: dict) -> None:
         self.job = job
         self.index = int(msg["index"])
         self.kind = msg["kind"]
@@ -233,15 +233,15 @@ class Job:
         self.stream_errors: dict[str, str] = {}
         self.sinks: list[Any] = []
         self.images: list[ImageSink] = []
-        self.enc: Optional[Encoders] = None
+        self.enc: Encoders | None = None
         self.error = ""
         self.aborted = ""
         self.active_at = 0.0
         self.media_ended_at = 0.0
-        self.speaker: Optional[str] = None
-        self.speaker_candidate: tuple[Optional[str], float] = (None, 0.0)
-        self.pass_sink: Optional[PassthroughFileSink] = None
-        self.pass_first_ts: Optional[int] = None
+        self.speaker: str | None = None
+        self.speaker_candidate: tuple[str | None, float] = (None, 0.0)
+        self.pass_sink: PassthroughFileSink | None = None
+        self.pass_first_ts: int | None = None
         self.pass_last_ts = 0
         self.sinks_lock = threading.Lock()
         os.makedirs(self.tmp_dir, exist_ok=True)
@@ -472,7 +472,7 @@ class Job:
             seen[key] = t
         return list(seen.values())
 
-    def _update_speaker(self, now: float) -> Optional[str]:
+    def _update_speaker(self, now: float) -> str | None:
         loudest, level = None, 0.002
         for inp in list(self.inputs.values()):
             if inp.kind == "audio" and not inp.gone and not inp.muted and inp.level > level:
@@ -647,7 +647,7 @@ class Job:
         result["ended_at"] = ns(now)
         return result
 
-    def _manifest_target(self) -> Optional[tuple[dict, str]]:
+    def _manifest_target(self) -> tuple[dict, str] | None:
         plan = self.plan
         if plan.get("file") and not plan["file"]["disable_manifest"]:
             return plan["file"]["storage"], os.path.dirname(plan["file"]["filepath"])
@@ -722,7 +722,7 @@ def main() -> int:
     media = socket.socket(fileno=int(sys.argv[1]))
     emit = Status(sys.stdout)
     emit({"ev": "ready", "pid": os.getpid()})
-    start: Optional[dict] = None
+    start: dict | None = None
     for line in sys.stdin:
         if line.strip():
             start = json.loads(line)
