@@ -48,11 +48,11 @@ async def test_inbound_call_audio_both_ways(tmp_path, transport):
         await setup_inbound(api, "phone-room")
         wav = tmp_path / "sipp" / "tone440.wav"
         wav.parent.mkdir(parents=True)
-        write_ulaw_wav(wav, 440.0, 6.0)
-        listener = asyncio.ensure_future(py_client(server, token("listener", "phone-room"), "--seconds", "9",
+        write_ulaw_wav(wav, 440.0, 4.5)
+        listener = asyncio.ensure_future(py_client(server, token("listener", "phone-room"), "--seconds", "7",
                                                    "--publish-audio", "660"))
         await asyncio.sleep(2.0)  # the listener is in the room and publishing
-        scenario = uac_scenario("+15550001", sink.port, wav=str(wav), talk_ms=6000)
+        scenario = uac_scenario("+15550001", sink.port, wav=str(wav), talk_ms=4500)
         sipp = asyncio.ensure_future(run_sipp(tmp_path / "sipp", scenario, f"127.0.0.1:{sip_port}", "-s", "+15550100",
                                               "-i", "127.0.0.1", "-au", "pbx", "-ap", "s3cret", "-mp", "0",
                                               "-t", "t1" if transport == "tcp" else "u1"))
