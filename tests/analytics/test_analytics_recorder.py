@@ -24,7 +24,7 @@ from lkserver.store.redis import RedisKV
 
 REDIS_DB = 11  # a database of its own, flushed by these tests only
 DAY = 86400.0
-T0 = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.timezone.utc).timestamp()
+T0 = dt.datetime(2025, 3, 10, 12, 0, tzinfo=dt.UTC).timestamp()
 
 
 @pytest.fixture(params=["sqlite", "redis"])
@@ -208,7 +208,7 @@ async def test_egress_never_active_ended(kv) -> None:
 
 
 async def test_date_filters_are_exact_at_day_boundaries_and_paging_is_stable(kv) -> None:
-    d1 = dt.datetime(2025, 3, 8, tzinfo=dt.timezone.utc).timestamp()
+    d1 = dt.datetime(2025, 3, 8, tzinfo=dt.UTC).timestamp()
     d2, d3 = d1 + DAY, d1 + 2 * DAY
     created = {
         "RM_d1_last": d2 - 0.001,  # 2025-03-08T23:59:59.999Z
@@ -311,12 +311,12 @@ async def test_restart_closes_what_a_stopped_process_left_open(kv) -> None:
 
 
 async def test_retention_purges_ended_sessions_only(kv) -> None:
-    now = dt.datetime(2025, 3, 20, 8, tzinfo=dt.timezone.utc).timestamp()
+    now = dt.datetime(2025, 3, 20, 8, tzinfo=dt.UTC).timestamp()
     rec = recorder(kv, Clock(now), retention_days=7)
     old_day = now - 9 * DAY
     for e in [room_started("RM_old", "old", old_day), room_finished("RM_old", "old", old_day + 60),
               room_started("RM_old_live", "old-live", old_day + 1),
-              room_started("RM_edge", "edge", dt.datetime(2025, 3, 13, tzinfo=dt.timezone.utc).timestamp()),
+              room_started("RM_edge", "edge", dt.datetime(2025, 3, 13, tzinfo=dt.UTC).timestamp()),
               room_finished("RM_edge", "edge", now - 6 * DAY),
               room_started("RM_new", "new", now - 60)]:
         rec.handle(e)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -25,14 +26,14 @@ from livekit import api
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rtc"))
 
-from conftest import API_KEY, API_SECRET, ROOT  # noqa: E402
-from rtcfix import py_client, start_rtc_server, token  # noqa: E402
+from conftest import API_KEY, API_SECRET, ROOT
+from rtcfix import py_client, start_rtc_server, token
 
 REDIS_DB = 12
 
 
 def parse_ts(value: str) -> float:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return dt.datetime.fromisoformat(value).timestamp()
 
 
 def list_token() -> str:
@@ -148,18 +149,25 @@ async def test_sessions_of_official_clients(server) -> None:
         assert status == 200 and [x["sessionId"] for x in page["sessions"]] == [body["sessions"][1]["sessionId"]]
 
     # the CLI reads the same API
-    cli = [sys.executable, "-m", "lkserver", "--url", server.url, "--api-key", API_KEY,
-           "--api-secret", API_SECRET, "analytics"]
-    listed_out = subprocess.run(cli + ["sessions"], capture_output=True, text=True, cwd=str(ROOT), timeout=30,
-                                env={**os.environ, "COLUMNS": "250"})
+    await asyncio.to_thread(check_cli, server, standup.sid, other.sid)
+
+
+def check_cli(server, standup_sid: str, other_sid: str) -> None:
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "lkserver", "--url", server.url, "--api-key", API_KEY,
+                               "--api-secret", API_SECRET, "analytics", *args], capture_output=True,
+                              text=True, cwd=str(ROOT), timeout=30, check=False,
+                              env={**os.environ, "COLUMNS": "250"})
+
+    listed_out = cli("sessions")
     assert listed_out.returncode == 0, listed_out.stderr
     assert "Session ID" in listed_out.stdout and "Bandwidth Out" in listed_out.stdout
-    assert standup.sid in listed_out.stdout and other.sid in listed_out.stdout
-    detail = subprocess.run(cli + ["session", standup.sid], capture_output=True, text=True, cwd=str(ROOT),
-                            timeout=30, env={**os.environ, "COLUMNS": "250"})
+    assert standup_sid in listed_out.stdout and other_sid in listed_out.stdout
+    detail = cli("session", standup_sid)
     assert detail.returncode == 0, detail.stderr
     for column in ("Connection Minutes", "Identity", "Joined", "Left", "Region", "SDK", "alice", "bob"):
         assert column in detail.stdout, (column, detail.stdout)
-    missing = subprocess.run(cli + ["session", "RM_nope"], capture_output=True, text=True, cwd=str(ROOT),
-                             timeout=30)
+    missing = cli("session", "RM_nope")
     assert missing.returncode == 1 and "404" in missing.stderr and "session not found" in missing.stderr
+    as_json = cli("sessions", "--json", "--limit", "1")
+    assert as_json.returncode == 0 and len(json.loads(as_json.stdout)["sessions"]) == 1

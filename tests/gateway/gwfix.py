@@ -6,9 +6,8 @@ import json
 from typing import Any
 
 import aiohttp
-from livekit import api
-
 from conftest import API_KEY, API_SECRET
+from livekit import api
 
 TENANTS = {"acme": "acme-secret-0123456789", "globex": "globex-secret-0123456789",
            "initech": "initech-secret-0123456789"}

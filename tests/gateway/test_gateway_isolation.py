@@ -15,12 +15,11 @@ import json
 
 import aiohttp
 import pytest
+from conftest import ServerProcess
+from gwfix import SERVER_ARGS, TENANTS, admin, call, claims_of, gateway_config, join
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from livekit import api
-
-from conftest import ServerProcess
-from gwfix import SERVER_ARGS, TENANTS, admin, call, claims_of, gateway_config, join
 
 ROOMS = ["alpha", "beta", "gamma"]
 IDENTITIES = ["u1", "u2"]

@@ -17,8 +17,8 @@ from livekit import api
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "rtc"))
 
-from gwfix import admin, call, gateway_section  # noqa: E402
-from rtcfix import py_client, start_rtc_server  # noqa: E402
+from gwfix import admin, call, gateway_section
+from rtcfix import py_client, start_rtc_server
 
 
 async def test_tenant_mutes_and_removes_its_sdk_participant(tmp_path) -> None:

@@ -11,11 +11,10 @@ import asyncio
 import aiohttp
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
-from livekit import api
-
 from conftest import API_KEY, API_SECRET, ServerProcess
 from gwfix import SERVER_ARGS, TENANTS, call, gateway_config
+from hypothesis import HealthCheck, settings
+from livekit import api
 
 from lkserver.gateway.openapi import DOCUMENT
 

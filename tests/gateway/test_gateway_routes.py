@@ -6,7 +6,6 @@ is the independent observer of what really happened to rooms and participants.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import socket
@@ -16,10 +15,9 @@ from urllib.parse import quote
 
 import aiohttp
 import pytest
-from livekit import api
-
 from conftest import API_KEY, API_SECRET, ServerProcess, free_port
 from gwfix import SERVER_ARGS, TENANTS, admin, call, claims_of, gateway_config, join
+from livekit import api
 
 from lkserver.config import ConfigError, load_config
 
@@ -97,7 +95,7 @@ async def test_tokens_join_one_room_and_nothing_else(gw, http) -> None:
     # the same tenant gets another token for its room; the room is not recreated
     status, again = await call(http, "POST", f"{gw.url}/livekit/token", "acme",
                                {"room_name": "tok-room", "participant_identity": "bob"})
-    assert status == 200
+    assert status == 200 and claims_of(again["token"]).identity == "bob"
     async with admin(gw) as lk:
         [same] = (await lk.room.list_rooms(api.ListRoomsRequest(names=["tok-room"]))).rooms
         assert same.sid == room.sid
@@ -283,29 +281,35 @@ def test_gateway_config_errors() -> None:
         load("", {"AUTH_REQUIRED": "maybe"})
 
 
-async def test_500_only_when_the_room_service_fails(server_factory, http, tmp_path) -> None:
-    """The store under the room service goes away: creating a room fails (500, JSON); what
-    does not need the store keeps answering."""
+@pytest.fixture
+def doomed_redis(tmp_path):
+    """A private redis-server the test kills: (its port, the process)."""
     exe = shutil.which("redis-server")
     assert exe, "redis-server is needed (make test installs it)"
     port = free_port()
-    redis = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                              "--appendonly", "no", "--dir", str(tmp_path)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                await asyncio.sleep(0.05)
-        s = server_factory(*SERVER_ARGS, config=gateway_config(
-            extra=f"redis:\n  address: 127.0.0.1:{port}\n"))
-        assert (await call(http, "POST", f"{s.url}/livekit/token", "acme",
-                           {"room_name": "before", "participant_identity": "a"}))[0] == 200
-    finally:
-        redis.kill()
-        redis.wait()
+    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port, proc
+    proc.kill()
+    proc.wait()
+
+
+async def test_500_only_when_the_room_service_fails(server_factory, http, doomed_redis) -> None:
+    """The store under the room service goes away: creating a room fails (500, JSON); what
+    does not need the store keeps answering."""
+    port, redis = doomed_redis
+    s = server_factory(*SERVER_ARGS, config=gateway_config(extra=f"redis:\n  address: 127.0.0.1:{port}\n"))
+    assert (await call(http, "POST", f"{s.url}/livekit/token", "acme",
+                       {"room_name": "before", "participant_identity": "a"}))[0] == 200
+    redis.kill()
+    redis.wait()
     status, err = await call(http, "POST", f"{s.url}/livekit/token", "acme",
                              {"room_name": "after", "participant_identity": "a"})
     assert (status, err["code"]) == (500, "ROOM_SERVICE_FAILED")

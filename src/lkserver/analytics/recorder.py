@@ -115,13 +115,13 @@ class SessionRecorder:
         for task in self._tasks:
             try:
                 await task
-            except (asyncio.CancelledError, Exception):
+            except asyncio.CancelledError:
                 pass
         self._tasks = []
         self.sample()
         try:
             await self.flush()
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - the store is gone; say so and let the server stop
             log.error("analytics_final_write_failed", unsaved_sessions=len(self._dirty_sessions),
                       error=_describe(e))
 
@@ -156,7 +156,7 @@ class SessionRecorder:
             await asyncio.sleep(seconds)
             try:
                 fn()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - a periodic task outlives any one failure
                 log.error("analytics_periodic_failed", task=fn.__name__, error=_describe(e))
 
     async def _purger(self) -> None:
@@ -164,7 +164,7 @@ class SessionRecorder:
             await asyncio.sleep(PURGE_INTERVAL)
             try:
                 await self.purge()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - retried at the next interval
                 log.error("analytics_purge_failed", error=_describe(e))
 
     # -- the event stream ------------------------------------------------------------------------
@@ -358,7 +358,7 @@ class SessionRecorder:
             await asyncio.sleep(self.flush_delay)  # let a burst of events share one batch
             try:
                 await self.flush()
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 - the records stay dirty and are retried
                 if not failures:
                     log.error("analytics_write_failed", error=_describe(e), retry="with backoff")
                 failures += 1

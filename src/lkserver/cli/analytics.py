@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, Optional
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import typer
@@ -64,9 +64,9 @@ def _call(ctx: typer.Context, path: str, query: dict[str, str], project_id: str)
         url += "?" + urlencode(query)
 
     async def go() -> tuple[int, str]:
-        async with aiohttp.ClientSession() as http:
-            async with http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
-                return resp.status, await resp.text()
+        async with aiohttp.ClientSession() as http, \
+                http.get(url, headers={"Authorization": f"Bearer {token}"}) as resp:
+            return resp.status, await resp.text()
 
     try:
         status, text = asyncio.run(go())
@@ -91,8 +91,8 @@ AS_JSON = typer.Option(False, "--json", "-j", help="Print the API's JSON.")
 @analytics_app.command("sessions")
 def sessions(
     ctx: typer.Context,
-    start: Optional[str] = typer.Option(None, "--start", help="First day, YYYY-MM-DD (UTC)."),
-    end: Optional[str] = typer.Option(None, "--end", help="Last day, YYYY-MM-DD (UTC), inclusive."),
+    start: str | None = typer.Option(None, "--start", help="First day, YYYY-MM-DD (UTC)."),
+    end: str | None = typer.Option(None, "--end", help="Last day, YYYY-MM-DD (UTC), inclusive."),
     limit: int = typer.Option(10, "--limit", help="Sessions per page."),
     page: int = typer.Option(0, "--page", help="Page number, from 0."),
     project_id: str = PROJECT_ID,

@@ -119,7 +119,7 @@ class Gateway:
                 raise
             log.error("gateway_room_service_failed", method=method, code=e.code, msg=e.msg)
             raise RoomServiceFailed(f"room service failed: {e.msg}") from None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - whatever broke in the room service is a 500
             log.error("gateway_room_service_failed", method=method, error=f"{type(e).__name__}: {e}")
             raise RoomServiceFailed("room service failed") from None
 
