@@ -3,9 +3,12 @@
 Encoded frames arrive (on the event loop) with a time on the session's media clock; a pacer
 sends each at `anchor + time + PLAYOUT_DELAY` wallclock, so audio and video leave in step and
 smoothly even when the transcoders deliver in bursts. Sender reports map RTP time to that same
-wallclock for lip sync. The pacer is bounded: frames later than `MAX_LATE` re-anchor the clock
-(a stall is not replayed in a burst), frames further ahead than `MAX_AHEAD` re-anchor it the
-other way, and at most `MAX_QUEUED` frames wait.
+wallclock for lip sync. A live source (RTMP, WHIP) keeps the anchor at the earliest arrival seen
+(`arrival - time`, lowered whenever a frame comes earlier), so a slow start is never baked into
+the latency; a file source (URL input) keeps its first anchor, which holds a reader running
+ahead to real time. The pacer is bounded: frames later than `MAX_LATE` re-anchor the clock (a
+stall is not replayed in a burst), frames further ahead than `MAX_AHEAD` re-anchor it the other
+way, and at most `MAX_QUEUED` frames wait.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from .transcode import EncodedFrame
 
 log = get_logger("lkserver.ingress.publish")
 
-PLAYOUT_DELAY = 0.15
+PLAYOUT_DELAY = 0.1
 MAX_LATE = 0.5
 MAX_AHEAD = 3.0
 MAX_QUEUED = 600
@@ -57,8 +60,9 @@ class IngressPublisher:
     """The ingress's participant and its tracks; every method runs on the event loop."""
 
     def __init__(self, rtc: Any, room: str, identity: str, *, name: str = "", metadata: str = "",
-                 attributes: dict[str, str] | None = None) -> None:
+                 attributes: dict[str, str] | None = None, live: bool = True) -> None:
         self.rtc = rtc
+        self.live = live
         self.room_name = room
         self.identity = identity
         self.name = name
@@ -159,8 +163,9 @@ class IngressPublisher:
         if frame.kind == "video" and frame.layer >= len(self.video):
             return  # a layer the room does not take
         now = time.monotonic()
-        if self._anchor is None:
-            self._anchor = now - frame.time
+        offset = now - frame.time
+        if self._anchor is None or (self.live and offset < self._anchor):
+            self._anchor = offset
         due = self._anchor + frame.time + PLAYOUT_DELAY
         if due < now - MAX_LATE or due > now + MAX_AHEAD:
             # the source stalled or ran ahead: re-anchor instead of bursting or holding frames

@@ -77,7 +77,8 @@ class IngressSession:
         self.publisher = IngressPublisher(
             self.manager.rtc, self.info.room_name, self.info.participant_identity,
             name=self.info.participant_name, metadata=self.info.participant_metadata,
-            attributes={rules.ATTR_INGRESS_ID: self.ingress_id, rules.ATTR_RESOURCE_ID: self.resource_id})
+            attributes={rules.ATTR_INGRESS_ID: self.ingress_id, rules.ATTR_RESOURCE_ID: self.resource_id},
+            live=getattr(self, "live", True))
         try:
             await self.publisher.join()
         except RoomNotFound:
