@@ -171,6 +171,7 @@ class EgressSettings:
     # image_output_max_duration (LiveKit's session_limits); 0 = no limit
     session_limits: dict = field(default_factory=dict)
     warm_workers: int = 1  # worker processes kept started ahead of the next egress
+    warm_at_start: bool = False  # start them with the server (else after the first egress)
     x264_preset: str = "veryfast"
     # storage endpoint overrides, e.g. azure: "http://127.0.0.1:10000/{account_name}" (Azurite)
     storage_endpoints: dict = field(default_factory=dict)

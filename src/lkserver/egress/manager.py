@@ -352,6 +352,8 @@ class EgressManager:
         self._unsubscribe = self.events.subscribe(self._on_event)
         self.rooms.on_participant_update(self._on_participant_update)
         self._sweeper = asyncio.create_task(self._sweep_forever())
+        if self.settings.warm_at_start:
+            self._keep_spares()
 
     async def stop(self) -> None:
         """Server shutdown: every running egress ends (its files are finished and uploaded)."""
@@ -489,9 +491,12 @@ class EgressManager:
                 pass
         if worker is None:
             worker = await Worker.spawn()
+        self._keep_spares()
+        return worker
+
+    def _keep_spares(self) -> None:
         while len(self._spares) < self.settings.warm_workers and not self.closing:
             self._spares.append(asyncio.ensure_future(Worker.spawn()))
-        return worker
 
     async def _join(self, job: EgressJob) -> None:
         from ..rtc.local import LocalParticipant
