@@ -118,6 +118,31 @@ async def test_another_tenants_room_is_invisible(gw, http) -> None:
     assert status == 200 and json.loads(mine["metadata"]) == {"auth_id": "acme"}
 
 
+async def test_a_name_stays_with_its_tenant_while_its_tokens_live(gw, http) -> None:
+    """acme's room closes; globex may not take the name while acme's tokens for it are valid,
+    and an acme user who rejoins with such a token brings the room back as acme's."""
+    base = f"{gw.url}/livekit"
+    status, tok = await call(http, "POST", f"{base}/token", "acme",
+                             {"room_name": "lease-room", "participant_identity": "alice"})
+    assert status == 200
+    assert json.loads(claims_of(tok["token"]).room_config.metadata) == {"auth_id": "acme"}
+    async with admin(gw) as lk:
+        await lk.room.delete_room(api.DeleteRoomRequest(room="lease-room"))
+    status, body = await call(http, "POST", f"{base}/token", "globex",
+                              {"room_name": "lease-room", "participant_identity": "mallory"})
+    assert (status, body["code"]) == (403, "ROOM_ACCESS_DENIED")
+    async with admin(gw) as lk:
+        assert not (await lk.room.list_rooms(api.ListRoomsRequest(names=["lease-room"]))).rooms
+    ws = await join(http, tok["livekit_url"], tok["token"])  # auto_create brings it back
+    try:
+        status, room = await call(http, "GET", f"{base}/rooms/lease-room", "acme")
+        assert status == 200 and json.loads(room["metadata"]) == {"auth_id": "acme"}
+        assert [p["identity"] for p in room["participants"]] == ["alice"]
+        assert (await call(http, "GET", f"{base}/rooms/lease-room", "globex"))[0] == 404
+    finally:
+        await ws.close()
+
+
 async def test_rooms_without_a_tenant_are_never_claimed(gw, http) -> None:
     """The anchor let the first tenant asking for a token claim an untagged room; not here."""
     metadata = {"orphan-plain": "", "orphan-text": "not json", "orphan-list": '["auth_id"]',
@@ -302,17 +327,28 @@ def doomed_redis(tmp_path):
 
 
 async def test_500_only_when_the_room_service_fails(server_factory, http, doomed_redis) -> None:
-    """The store under the room service goes away: creating a room fails (500, JSON); what
-    does not need the store keeps answering."""
+    """The store under the room service goes away: what needs it fails with a JSON 500; what
+    does not keeps answering."""
     port, redis = doomed_redis
     s = server_factory(*SERVER_ARGS, config=gateway_config(extra=f"redis:\n  address: 127.0.0.1:{port}\n"))
-    assert (await call(http, "POST", f"{s.url}/livekit/token", "acme",
-                       {"room_name": "before", "participant_identity": "a"}))[0] == 200
-    redis.kill()
-    redis.wait()
-    status, err = await call(http, "POST", f"{s.url}/livekit/token", "acme",
-                             {"room_name": "after", "participant_identity": "a"})
-    assert (status, err["code"]) == (500, "ROOM_SERVICE_FAILED")
-    status, rooms = await call(http, "GET", f"{s.url}/livekit/rooms", "acme")
-    assert status == 200 and [r["name"] for r in rooms["rooms"]] == ["before"]
-    assert "gateway_room_service_failed" in s.log_text()
+    status, tok = await call(http, "POST", f"{s.url}/livekit/token", "acme",
+                             {"room_name": "before", "participant_identity": "a"})
+    assert status == 200
+    ws = await join(http, tok["livekit_url"], tok["token"])
+    try:
+        redis.kill()
+        redis.wait()
+        status, err = await call(http, "POST", f"{s.url}/livekit/token", "acme",
+                                 {"room_name": "after", "participant_identity": "a"})
+        assert (status, err["code"]) == (500, "ROOM_SERVICE_FAILED")
+        # removing a participant stores the room's new state: the room service itself fails
+        status, err = await call(http, "DELETE", f"{s.url}/livekit/participant", "acme",
+                                 {"room_name": "before", "participant_identity": "a"})
+        assert (status, err["code"]) == (500, "ROOM_SERVICE_FAILED")
+        status, rooms = await call(http, "GET", f"{s.url}/livekit/rooms", "acme")
+        assert status == 200 and [r["name"] for r in rooms["rooms"]] == ["before"]
+        status, err = await call(http, "GET", f"{s.url}/livekit/rooms/after", "acme")
+        assert (status, err["code"]) == (404, "ROOM_NOT_FOUND")
+    finally:
+        await ws.close()
+    assert "gateway_store_failed" in s.log_text() and "gateway_room_service_failed" in s.log_text()

@@ -43,10 +43,11 @@ INT64 = {"type": "string", "pattern": "^[0-9]+$", "description": "an int64, as p
 TENANT_ERRORS = {
     "401": _error("No or invalid tenant credentials while auth is required (codes missing_auth_header, "
                   "invalid_auth_header, unauthorized)"),
-    "404": _error("Unknown route, the gateway is off, or (per route) a room that does not exist or "
-                  "belongs to another tenant"),
+    "404": _error("Unknown route, the gateway is off, or a room that does not exist or belongs to "
+                  "another tenant (ROOM_NOT_FOUND, the same answer for both), or no such "
+                  "participant or track (PARTICIPANT_NOT_FOUND, TRACK_NOT_FOUND)"),
     "405": _error("Method not allowed on this route"),
-    "500": _error("The room service itself failed (ROOM_SERVICE_FAILED)"),
+    "500": _error("The room service itself (or its store) failed (ROOM_SERVICE_FAILED)"),
 }
 TENANT_SECURITY = [{"tenantBearer": []}, {"tenantApiKey": []}]
 
@@ -141,7 +142,9 @@ DOCUMENT: dict[str, Any] = {
                 "Create or open the caller's room and issue a join-only token",
                 _json(_ref("TokenResponse"), "A token that may join this room and nothing else"),
                 {**BAD_BODY,
-                 "403": _error("The room exists and is not the caller's (ROOM_ACCESS_DENIED)")},
+                 "403": _error("The name is not the caller's: another tenant's room, a room of no "
+                               "tenant, or a name another tenant's unexpired tokens are for "
+                               "(ROOM_ACCESS_DENIED)")},
                 body="TokenRequest"),
         },
         "/livekit/participant": {

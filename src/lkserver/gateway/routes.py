@@ -11,13 +11,16 @@ gateway"); the room work goes through this server's RoomService, as sayna goes t
 Fixed from the anchor (§5 "gaps worth not copying"): tokens carry roomJoin for one room and
 nothing else (no roomList, roomCreate, roomRecord, roomAdmin, canUpdateOwnMetadata), so a tenant
 token cannot reach the RoomService; a room without an `auth_id` is never claimed; every route
-checks ownership, and another tenant's room answers the same 404 as a missing one. Errors are
-JSON `{"error", "code"}`; 500 only when the room service itself fails.
+checks ownership, and another tenant's room answers the same 404 as a missing one. Beyond the
+anchor: a tenant keeps a room name while its tokens for it may be valid (leases.py), and a room
+such a token re-creates (auto_create) carries the tenant's `auth_id`. Errors are JSON
+`{"error", "code"}`; 500 only when the room service itself fails.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import unquote
@@ -25,6 +28,7 @@ from urllib.parse import unquote
 from aiohttp import web
 from livekit.protocol import room as proto
 from livekit.protocol.models import ParticipantInfo, Room
+from livekit.protocol.room import RoomConfiguration
 
 from ..auth import AccessToken, Claims, VideoGrants
 from ..config import GatewaySettings, LimitSettings
@@ -32,6 +36,7 @@ from ..logs import get_logger
 from ..services.context import RequestContext
 from ..twirp import TwirpError
 from ..twirp.errors import PSRPC_PREFIX
+from .leases import NameLeases
 from .rest import (
     BadBody,
     bool_field,
@@ -63,8 +68,9 @@ class RoomServiceFailed(Exception):
 
 class Gateway:
     def __init__(self, settings: GatewaySettings, room_service: Any, keys: dict[str, str],
-                 limits: LimitSettings) -> None:
+                 limits: LimitSettings, kv: Any) -> None:
         self.settings = settings
+        self.leases = NameLeases(kv)
         self.rooms = room_service
         self.key, self.secret = next(iter(keys.items()))
         self.limits = limits
@@ -123,6 +129,14 @@ class Gateway:
             log.error("gateway_room_service_failed", method=method, error=f"{type(e).__name__}: {e}")
             raise RoomServiceFailed("room service failed") from None
 
+    async def _store(self, op: Awaitable[Any]) -> Any:
+        """A lease read or write: the leases share the room service's store, and fail with it."""
+        try:
+            return await op
+        except Exception as e:  # noqa: BLE001 - the store is the room service's: its failure is a 500
+            log.error("gateway_store_failed", error=f"{type(e).__name__}: {e}")
+            raise RoomServiceFailed("room service failed: its store is unavailable") from None
+
     async def _room(self, name: str, tenant: str | None) -> Room | None:
         """The room if it exists and the caller may see it."""
         res = await self._call("list_rooms", proto.ListRoomsRequest(names=[name]))
@@ -159,6 +173,10 @@ class Gateway:
         identity = string_field(body, "participant_identity", max_len=lim.max_participant_identity_length)
         display = string_field(body, "participant_name", required=False,
                                max_len=lim.max_participant_name_length)
+        if tenant is not None:
+            holder = await self._store(self.leases.holder(name))
+            if holder is not None and holder != tenant:
+                return _access_denied(name)  # its tokens for this name may still be out there
         create = proto.CreateRoomRequest(name=name)
         if tenant is not None:
             create.metadata = tagged(tenant)
@@ -168,14 +186,18 @@ class Gateway:
         except TwirpError as e:
             return _twirp_error(e, name, "")
         if not visible(tenant, room.metadata):
-            return error(403, "ROOM_ACCESS_DENIED",
-                         f"room '{name}' exists and belongs to another tenant (or to none): choose another name")
+            return _access_denied(name)
         video = VideoGrants(room_join=True, room=name, can_publish=True, can_subscribe=True,
                             can_publish_data=True)
+        ttl = self.settings.token_ttl
         tok = (AccessToken(self.key, self.secret).with_identity(identity).with_grants(video)
-               .with_ttl(dt.timedelta(seconds=self.settings.token_ttl)))
+               .with_ttl(dt.timedelta(seconds=ttl)))
         if display:
             tok.with_name(display)
+        if tenant is not None:
+            # a room this token brings back to life (auto_create after it closed) is the tenant's
+            tok.with_room_config(RoomConfiguration(metadata=tagged(tenant)))
+            await self._store(self.leases.extend(name, tenant, time.time() + ttl + 60))  # + leeway
         log.info("gateway_token", tenant=tenant or "-", room=name, identity=identity)
         return json_response({"token": tok.to_jwt(), "room_name": name, "participant_identity": identity,
                               "livekit_url": self._livekit_url(request)})
@@ -217,6 +239,11 @@ class Gateway:
             return self.settings.livekit_url
         secure = request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
         return f"{'wss' if secure else 'ws'}://{request.host}"
+
+
+def _access_denied(name: str) -> web.Response:
+    return error(403, "ROOM_ACCESS_DENIED",
+                 f"room '{name}' belongs to another tenant (or to none): choose another name")
 
 
 def _room_not_found(name: str) -> web.Response:

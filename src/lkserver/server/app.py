@@ -136,7 +136,8 @@ class Server:
         self.http.add_prefix(ANALYTICS_PREFIX, AnalyticsApi(
             config.project_id, self.analytics, lambda request: self.http.authenticate(request)[0],
             config.analytics.retention_days).handle)
-        self.gateway = Gateway(config.gateway, self.room_service, config.keys, config.limit)
+        self.gateway = Gateway(config.gateway, self.room_service, config.keys, config.limit,
+                               self.store.kv)
         self.http.add_prefix(GATEWAY_PREFIX, self.gateway.handle)
         self.http.add_route("/openapi.json", handle_openapi)
 
