@@ -310,6 +310,18 @@ async def test_restart_closes_what_a_stopped_process_left_open(kv) -> None:
     assert await AnalyticsStore(kv).open_sessions() == []
 
 
+async def test_a_graceful_stop_ends_participant_sessions_not_the_session(kv) -> None:
+    clock = Clock(T0 + 30)
+    rec = recorder(kv, clock)
+    await rec.start()
+    rec.handle(room_started("RM_s", "stays", T0))
+    rec.handle(joined("RM_s", "PA_1", "alice", T0 + 1))
+    await rec.stop()
+    s = await get_session(AnalyticsStore(kv), "RM_s", 0)
+    assert "endTime" not in s  # the room outlives the process
+    assert s["participants"][0]["sessions"][0]["leftAt"] == ts(T0 + 30)
+
+
 async def test_retention_purges_ended_sessions_only(kv) -> None:
     now = dt.datetime(2025, 3, 20, 8, tzinfo=dt.UTC).timestamp()
     rec = recorder(kv, Clock(now), retention_days=7)

@@ -119,6 +119,11 @@ class SessionRecorder:
                 pass
         self._tasks = []
         self.sample()
+        # whoever is still connected is disconnected by this stop (the rooms live on in the store)
+        now = _ms(self.clock())
+        for live in self.sessions.values():
+            for psid in list(live.live):
+                self._close_participant(live, psid, now)
         try:
             await self.flush()
         except Exception as e:  # noqa: BLE001 - the store is gone; say so and let the server stop
