@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The official Python realtime SDK publishing what egress tests record.
 
-  eg_publisher.py URL TOKEN [--audio HZ] [--video WxH] [--codec vp8|h264] [--screen]
+  eg_publisher.py URL TOKEN [--audio HZ] [--video WxH] [--codec vp8|h264] [--screen] [--color R,G,B]
 
 Prints one JSON line once everything is published ({"identity", "audio_sid", "video_sid"}), then
 keeps publishing (a sine tone, a moving test pattern at 15 fps) until stdin closes.
@@ -28,6 +28,7 @@ async def main() -> int:
     ap.add_argument("--video", default="")
     ap.add_argument("--codec", default="vp8")
     ap.add_argument("--screen", action="store_true")
+    ap.add_argument("--color", default="0,0,0", help="R,G,B of the test pattern's background")
     a = ap.parse_args()
     room = rtc.Room()
     await room.connect(a.url, a.token, rtc.RoomOptions(auto_subscribe=False))
@@ -56,6 +57,7 @@ async def main() -> int:
         tasks.append(asyncio.ensure_future(tone()))
     if a.video:
         w, h = (int(x) for x in a.video.split("x"))
+        bg = [int(c) for c in a.color.split(",")]
         vsrc = rtc.VideoSource(w, h)
         vtrack = rtc.LocalVideoTrack.create_video_track("cam", vsrc)
         codec = rtc.VideoCodec.H264 if a.codec == "h264" else rtc.VideoCodec.VP8
@@ -68,6 +70,7 @@ async def main() -> int:
             i = 0
             while True:
                 img = np.zeros((h, w, 4), dtype=np.uint8)
+                img[:, :, :3] = bg
                 img[:, :, 3] = 255
                 x = (i * 8) % w
                 img[:, max(0, x - 40):x, 0] = 230  # a moving red bar

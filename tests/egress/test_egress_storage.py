@@ -9,6 +9,7 @@ import email.utils
 import hashlib
 import hmac
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -128,7 +129,8 @@ async def test_azure_upload_lands_in_azurite(tmp_path, azurite):
     server = start_egress_server(tmp_path / "srv", f"""  storage_endpoints: {{azure: "{azurite}/{{account_name}}"}}""")
     try:
         done = await record_to(server, "az-room", segment_outputs=[api.SegmentedFileOutput(
-            filename_prefix="az/seg", segment_duration=2, azure=api.AzureBlobUpload(
+            filename_prefix="az/seg", segment_duration=2, filename_suffix=api.SegmentedFileSuffix.TIMESTAMP,
+            azure=api.AzureBlobUpload(
                 account_name=AZURITE_ACCOUNT, account_key=AZURITE_KEY, container_name="rec"))])
     finally:
         server.stop()
@@ -138,6 +140,7 @@ async def test_azure_upload_lands_in_azurite(tmp_path, azurite):
     playlist = azure_request(azurite, "GET", f"/{AZURITE_ACCOUNT}/rec/az/seg.m3u8").decode()
     names = [ln for ln in playlist.splitlines() if ln.endswith(".ts")]
     assert len(names) == seg.segment_count >= 2 and playlist.rstrip().endswith("#EXT-X-ENDLIST")
+    assert all(re.fullmatch(r"seg_\d{17}\.ts", n) for n in names) and names == sorted(names)  # UTC + ms
     for name in names:
         data = azure_request(azurite, "GET", f"/{AZURITE_ACCOUNT}/rec/az/{name}")
         (tmp_path / name).write_bytes(data)
