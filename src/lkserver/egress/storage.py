@@ -70,6 +70,8 @@ class Storage:
 
 def _permanent(e: Exception) -> bool:
     """4xx answers (other than 408/429) are the destination's verdict: retrying cannot help."""
+    if isinstance(e, UploadError):  # refused before any request (a path leaving the directory)
+        return True
     code = e.code if isinstance(e, urllib.error.HTTPError) else None
     resp = getattr(e, "response", None)
     if isinstance(resp, dict):  # botocore ClientError
@@ -260,7 +262,7 @@ class AliOSSStorage(Storage):
 
     provider = "AliOSS"
 
-    def __init__(self, conf: dict) -> None:
+    def __init__(self, conf: dict, base: str = "") -> None:
         self.access_key = conf.get("access_key", "")
         self.secret = conf.get("secret", "")
         self.bucket = conf.get("bucket", "")
@@ -268,7 +270,8 @@ class AliOSSStorage(Storage):
         if "://" not in endpoint:
             endpoint = "https://" + endpoint
         u = urllib.parse.urlsplit(endpoint)
-        self.base = f"{u.scheme}://{self.bucket}.{u.netloc}"
+        # virtual-hosted style, or an override such as "http://127.0.0.1:9000/{bucket}" (emulators)
+        self.base = base.replace("{bucket}", self.bucket).rstrip("/") if base else f"{u.scheme}://{self.bucket}.{u.netloc}"
 
     def _put(self, local_path: str, key: str, ctype: str) -> str:
         with open(local_path, "rb") as f:
@@ -294,7 +297,7 @@ def open_storage(storage: dict, output_dir: str, endpoints: dict | None = None) 
     if "gcp" in storage:
         return GCPStorage(storage["gcp"], endpoints.get("gcp", ""))
     if "aliOSS" in storage:
-        return AliOSSStorage(storage["aliOSS"])
+        return AliOSSStorage(storage["aliOSS"], endpoints.get("alioss", ""))
     return LocalStorage(output_dir)
 
 
