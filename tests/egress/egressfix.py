@@ -29,17 +29,19 @@ PUBLISHER = HERE / "eg_publisher.py"
 S = api.EgressStatus
 
 
-def egress_config(out: Path, extra: str = "") -> str:
+def egress_config(out: Path, extra: str = "", top: str = "") -> str:
+    """A realtime config with `egress:` (plus `extra` lines under it, `top` at the top level)."""
     return rtc_config(free_udp_port(), f"""
+{top}
 egress:
   output_dir: {out}
 {extra}
 """)
 
 
-def start_egress_server(data_dir: Path, extra: str = "") -> ServerProcess:
+def start_egress_server(data_dir: Path, extra: str = "", top: str = "") -> ServerProcess:
     require_netns()
-    return ServerProcess(data_dir, config=egress_config(data_dir / "out", extra)).start()
+    return ServerProcess(data_dir, config=egress_config(data_dir / "out", extra, top)).start()
 
 
 @pytest.fixture(scope="module")

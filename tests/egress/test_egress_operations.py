@@ -255,3 +255,38 @@ async def test_admission_limit_and_auto_egress(tmp_path):
             assert track.file_results[0].filename.endswith(".ogg")
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "redis"])
+async def test_records_survive_restarts(tmp_path, redis_url, backend):
+    """SIGTERM finishes running egresses (COMPLETE, files kept); after SIGKILL the restarted server
+    marks what was running FAILED. Both store backends keep the records."""
+    top = f"redis: {{address: '{redis_url}'}}" if backend == "redis" else ""
+    server = start_egress_server(tmp_path / backend, top=top)
+    try:
+        async with lkapi(server) as lk:
+            await lk.room.create_room(api.CreateRoomRequest(name=f"restart-{backend}", empty_timeout=600))
+            a = await lk.egress.start_room_composite_egress(api.RoomCompositeEgressRequest(
+                room_name=f"restart-{backend}", audio_only=True,
+                file_outputs=[api.EncodedFileOutput(filepath="restart/a")]))
+            await wait_status(lk, a.egress_id, (S.EGRESS_ACTIVE,))
+            await asyncio.sleep(1.5)
+        assert server.stop() == 0
+        server.start()
+        async with lkapi(server) as lk:
+            done = (await lk.egress.list_egress(api.ListEgressRequest(egress_id=a.egress_id))).items[0]
+            assert done.status == S.EGRESS_COMPLETE and done.details == "End reason: Source closed", done
+            assert done.file_results[0].size > 0 and done.file_results[0].duration > 1e9
+            b = await lk.egress.start_room_composite_egress(api.RoomCompositeEgressRequest(
+                room_name=f"restart-{backend}", audio_only=True,
+                file_outputs=[api.EncodedFileOutput(filepath="restart/b")]))
+            await wait_status(lk, b.egress_id, (S.EGRESS_ACTIVE,))
+        server.kill()
+        server.start()
+        async with lkapi(server) as lk:
+            lost = (await lk.egress.list_egress(api.ListEgressRequest(egress_id=b.egress_id))).items[0]
+            everything = await lk.egress.list_egress(api.ListEgressRequest(room_name=f"restart-{backend}"))
+        assert lost.status == S.EGRESS_FAILED and lost.error == "egress ended by a server restart", lost
+        assert [i.egress_id for i in everything.items] == [a.egress_id, b.egress_id]
+    finally:
+        server.stop()

@@ -31,8 +31,11 @@ if (end) setTimeout(() => console.log("END_RECORDING"), Number(end));
 async def page_url():
     if shutil.which("chromium") is None:
         pytest.fail("chromium is not installed: run `make test` (scripts/install-system-deps.sh installs it)")
+    async def page(request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
     app = web.Application()
-    app.router.add_get("/page", lambda r: web.Response(text=PAGE, content_type="text/html"))
+    app.router.add_get("/page", page)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
