@@ -102,6 +102,20 @@ async def test_bad_requests_answer_livekit_errors(eg_server):
         e = await twirp_error(lk.egress.stop_egress(api.StopEgressRequest(egress_id=info.egress_id)))
         assert (e.code, e.message) == ("failed_precondition",
                                        PREFIX + "egress with status EGRESS_COMPLETE cannot be stopped")
+        # stopped before it could start (nobody called ghost publishes): ABORTED, 412
+        ghost = await lk.egress.start_participant_egress(api.ParticipantEgressRequest(
+            room_name="bad", identity="ghost", file_outputs=[E(filepath="bad/ghost.mp4")]))
+        await asyncio.sleep(0.5)
+        aborted = await lk.egress.stop_egress(api.StopEgressRequest(egress_id=ghost.egress_id))
+        assert aborted.status == S.EGRESS_ABORTED
+        aborted = await wait_status(lk, ghost.egress_id, (S.EGRESS_ABORTED, S.EGRESS_COMPLETE, S.EGRESS_FAILED))
+        assert (aborted.status, aborted.error, aborted.error_code) == (
+            S.EGRESS_ABORTED, "Stop called before pipeline could start", 412)
+        for _ in range(50):
+            if (await lk.egress.list_egress(api.ListEgressRequest(room_name="bad", active=True))).items == []:
+                break
+            await asyncio.sleep(0.1)
+        assert not (await lk.egress.list_egress(api.ListEgressRequest(room_name="bad", active=True))).items
     # every method needs roomRecord
     tok = api.AccessToken(API_KEY, API_SECRET).with_grants(api.VideoGrants(room_create=True, room_admin=True)).to_jwt()
     async with aiohttp.ClientSession() as http:

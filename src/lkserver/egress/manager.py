@@ -148,6 +148,7 @@ class EgressJob:
         self.tasks: list[asyncio.Task] = []
         self.result: dict | None = None
         self.fail_error = ""  # set when the server side gives up on the job
+        self.aborted = False  # stopped while STARTING
 
     @property
     def egress_id(self) -> str:
@@ -562,6 +563,12 @@ class EgressManager:
             info.updated_at = now_ns()
             await self.save(job)
             self._publish(EventName.EGRESS_UPDATED, job)
+        elif info.status == S.EGRESS_STARTING:  # stopped before it started (LiveKit SendEOS)
+            job.aborted = True
+            info.status = S.EGRESS_ABORTED
+            info.error, info.error_code = "Stop called before pipeline could start", 412
+            info.updated_at = info.ended_at = now_ns()
+            await self.save(job)
         if job.worker is not None:
             job.worker.send({"op": "stop", "reason": reason})
             job.tasks.append(asyncio.ensure_future(self._kill_if_stuck(job)))
@@ -616,7 +623,10 @@ class EgressManager:
         self._apply_results(info, result)
         error = job.fail_error or result.get("error", "")
         aborted = result.get("aborted", "")
-        if job.limit_reached and not error:
+        if job.aborted and not error:
+            info.status = S.EGRESS_ABORTED
+            info.error, info.error_code = "Stop called before pipeline could start", 412
+        elif job.limit_reached and not error:
             info.status = S.EGRESS_LIMIT_REACHED
             info.error, info.error_code = "Session limit reached", 413
         elif aborted and not error:
