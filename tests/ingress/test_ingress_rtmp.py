@@ -152,7 +152,11 @@ async def test_malformed_rtmp_closes_only_that_connection(tmp_path):
     server = start_ingress_server(tmp_path / "srv")
     try:
         async with lkapi(server) as lk:
-            info = await lk.ingress.create_ingress(rtmp_create("bad", "cam"))
+            # (this one also publishes VP8: custom encoding options)
+            info = await lk.ingress.create_ingress(rtmp_create("bad", "cam", video=api.IngressVideoOptions(
+                options=api.IngressVideoEncodingOptions(video_codec=api.VideoCodec.VP8, frame_rate=25, layers=[
+                    api.VideoLayer(quality=api.VideoQuality.HIGH, width=640, height=360, bitrate=800_000),
+                    api.VideoLayer(quality=api.VideoQuality.LOW, width=320, height=180, bitrate=200_000)]))))
             port = int(info.url.rsplit(":", 1)[1].split("/")[0])
             viewer = asyncio.ensure_future(py_client(server, token("viewer", "bad"), "--seconds", "9"))
             encoder = push_rtmp(f"{info.url}/{info.stream_key}", 12, size="640x360", hz=440)
@@ -167,11 +171,15 @@ async def test_malformed_rtmp_closes_only_that_connection(tmp_path):
             ]
             for g in garbage:
                 await asyncio.to_thread(_raw, port, g)
+            live = await ingress_info(lk, info.ingress_id)
             report = await viewer
             code, err = await wait_exit(encoder)
             after = await ingress_info(lk, info.ingress_id)
     finally:
         server.stop()
+    video = next(t for t in live.state.tracks if t.type == api.TrackType.VIDEO)
+    assert video.mime_type == "video/VP8" and [(v.width, v.height, v.bitrate) for v in video.layers] == \
+        [(640, 360, 800_000), (320, 180, 200_000)]
     peak, sizes = tone_and_sizes(report, "cam")
     assert abs(peak - 440) < 5 and sizes.get("640x360", 0) > 30, dump(report)
     assert not disconnected(report, "cam")

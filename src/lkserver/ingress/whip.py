@@ -289,7 +289,7 @@ class WhipTranscodingSession(_WhipMixin, TranscodingSession):
         asm = self.assemblers.get(s.mid)
         if asm is None:
             asm = self.assemblers[s.mid] = FrameAssembler(name)
-            decoder = make_decoder({"opus": "libopus", "vp8": "libvpx", "h264": "h264"}.get(name, name))
+            decoder = make_decoder(name)  # FFmpeg's native vp8 / h264 / opus decoders
             if s.kind == "video":
                 self.start_video(decoder, f"video/{s.codec.name}")
                 self.receiver.request_keyframe(s)
