@@ -10,10 +10,9 @@ import signal
 import subprocess
 import sys
 
-from livekit import api
-
 from conftest import ROOT
 from egressfix import S, eg_server, lkapi, probe, wait_status  # noqa: F401
+from livekit import api
 
 
 def cli(server, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:

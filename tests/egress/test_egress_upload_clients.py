@@ -11,16 +11,23 @@ import hmac
 import json
 import threading
 import urllib.parse
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from lkserver.egress.storage import AliOSSStorage, AzureStorage, GCPStorage, UploadError, open_storage
+from lkserver.egress.storage import (
+    AliOSSStorage,
+    AzureStorage,
+    GCPStorage,
+    UploadError,
+    open_storage,
+)
 
 
 class Recorder:

@@ -868,14 +868,14 @@ def _output_codecs(plan: EgressPlan, info: pe.EgressInfo, now: float) -> None:
         info.file_results[0].filename = plan.file.filepath
         if info.HasField("file"):
             info.file.filename = plan.file.filepath
-    all_outputs = outputs if plan.file is None else \
-        [plan.file.output_type] + [t for t in outputs[1:]] if outputs else [plan.file.output_type]
+    # the file's type is known now (it was "" while the codecs were checked)
+    all_outputs = [plan.file.output_type] + outputs[1:] if plan.file is not None else outputs
     if plan.audio_enabled:
         plan.audio_codec = next((DEFAULT_AUDIO[t] for t in all_outputs if DEFAULT_AUDIO.get(t) in audio),
-                                None) or sorted(audio)[0]
+                                None) or min(audio)
     if plan.video_enabled:
         plan.video_codec = next((DEFAULT_VIDEO[t] for t in all_outputs if DEFAULT_VIDEO.get(t) in video),
-                                None) or sorted(video)[0]
+                                None) or min(video)
     if plan.file is not None and plan.file.output_type == OT_MP3:
         raise not_supported("mp3 output")
 
