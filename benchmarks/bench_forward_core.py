@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 import uvloop  # noqa: E402
 from pylibsrtp import Policy, Session  # noqa: E402
 
-from lkserver.rtc.forward import DownTrack, UpTrack  # noqa: E402
+from lkserver.rtc.forward import DownTrack, TrackReceiver  # noqa: E402
 from lkserver.rtc.net import UdpMux  # noqa: E402
-from lkserver.rtc.rtp import RTP_HEADER, parse_rtp  # noqa: E402
+from lkserver.rtc.rtp import RTP_HEADER, abs_send_time_extension, parse_rtp  # noqa: E402
 from lkserver.rtc.srtp import SrtpContext  # noqa: E402
 
 KEY = os.urandom(30)
@@ -38,7 +38,7 @@ def context(kind: int) -> SrtpContext:
     return SrtpContext(Session(p))
 
 
-async def run(subs: int, packets: int, size: int) -> float:
+async def run(subs: int, packets: int, size: int, video: bool) -> float:
     loop = asyncio.get_running_loop()
     sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sink.bind(("127.0.0.1", 0))
@@ -49,20 +49,30 @@ async def run(subs: int, packets: int, size: int) -> float:
 
     _, mux = await loop.create_datagram_endpoint(lambda: UdpMux(Network()), local_addr=("127.0.0.1", 0))
     path = mux.path_for(sink.getsockname())
-    up = UpTrack("TR_bench", 1234, "opus", 48000, False, lambda: None, 1)
+    codec, clock = ("vp8", 90000) if video else ("opus", 48000)
+    receiver = TrackReceiver("TR_bench", codec, clock, video, lambda ssrc: None, 0 if video else 1)
+    up = receiver.add_layer(1234, 0)
     for i in range(subs):
         tx = context(Policy.SSRC_ANY_OUTBOUND)
 
         def send(packet: bytes, tx: SrtpContext = tx) -> None:
             path.send(tx.protect(packet))
 
-        up.downs.append(DownTrack(up, f"PA_{i}", 1000 + i, 111, send, lambda b: None))
+        down = DownTrack(receiver, f"PA_{i}", 1000 + i, 96 if video else 111, send, lambda b: None)
+        if video:  # what a REMB-capable video subscriber gets: abs-send-time on every packet
+            down.ext_fn = lambda: abs_send_time_extension(3, time.time())
+        receiver.subscribe(down)
     rx = context(Policy.SSRC_ANY_INBOUND)
     txp = context(Policy.SSRC_ANY_OUTBOUND)
     ext = bytes([0xBE, 0xDE, 0, 1, 0x10, 0x80, 0, 0])  # audio level, one-byte form
     payload = os.urandom(size)
-    wire = [txp.protect(RTP_HEADER.pack(0x90, 111, seq & 0xFFFF, seq * 960, 1234) + ext + payload)
-            for seq in range(packets)]
+    if video:  # a VP8 keyframe first, then delta frames (VP8 descriptor with a 15-bit picture id)
+        key, delta = bytes([0x90, 0x80, 0x80, 0x01, 0x10]), bytes([0x90, 0x80, 0x80, 0x02, 0x11])
+        payloads = [key + payload] + [delta + payload] * (packets - 1)
+    else:
+        payloads = [payload] * packets
+    wire = [txp.protect(RTP_HEADER.pack(0x90, 96 if video else 111, seq & 0xFFFF, seq * 960, 1234) + ext + p)
+            for seq, p in enumerate(payloads)]
     t0 = time.process_time()
     for i, data in enumerate(wire):
         plain = rx.unprotect(data)  # as the publisher transport does
@@ -75,6 +85,8 @@ async def run(subs: int, packets: int, size: int) -> float:
             except BlockingIOError:
                 pass
     cpu = time.process_time() - t0
+    forwarded = sum(d.packets_sent for d in receiver.downs)
+    assert forwarded >= 0.99 * packets * subs, (forwarded, packets * subs)
     mux.close()
     sink.close()
     return cpu / (packets * subs) * 1e6
@@ -87,9 +99,9 @@ def main() -> None:
     a = ap.parse_args()
     print("| packet | subscribers | µs CPU per forwarded packet | forwarded packets/s per core |")
     print("|---|---|---|---|")
-    for name, size in (("Opus 150 B", 130), ("video 1100 B", 1080)):
+    for name, size, video in (("Opus 150 B", 130, False), ("video 1100 B", 1080, True)):
         for n in (int(x) for x in a.subs.split(",")):
-            us = uvloop.run(run(n, max(a.packets // n, 2000), size))
+            us = uvloop.run(run(n, max(a.packets // n, 2000), size, video))
             print(f"| {name} | {n} | {us:.2f} | {1e6 / us:,.0f} |", flush=True)
 
 

@@ -49,6 +49,7 @@ async def main() -> int:
     ap.add_argument("--allow-only", default="", help="only this identity may subscribe to our tracks")
     ap.add_argument("--dynacast", action="store_true")
     ap.add_argument("--sender-stats", action="store_true", help="sample the video sender's per-layer stats")
+    ap.add_argument("--receiver-stats", action="store_true", help="sample received video's inbound stats")
     ap.add_argument("--video-quality", default="", help="low|medium|high: ask for this layer after --quality-after")
     ap.add_argument("--quality-after", type=float, default=3.0)
     ap.add_argument("--subscribe-after", type=float, default=0.0,
@@ -72,7 +73,26 @@ async def main() -> int:
                 first_frame[key] = time.monotonic()
             buf.append(np.frombuffer(e.frame.data, dtype=np.int16).copy())
 
+    async def receiver_stats(track: rtc.Track, key: str) -> None:
+        rows = out.setdefault("receiver_stats", {}).setdefault(key, [])
+        while True:
+            await asyncio.sleep(1.0)
+            try:
+                stats = await track.get_stats()
+            except Exception:  # noqa: BLE001
+                continue
+            for st in stats:
+                if st.WhichOneof("stats") == "inbound_rtp":
+                    i = st.inbound_rtp
+                    rows.append({"t": round(time.monotonic() - t0, 2), "decoded": i.inbound.frames_decoded,
+                                 "lost": i.received.packets_lost, "received": i.received.packets_received,
+                                 "nacks": i.inbound.nack_count, "rtx": i.inbound.retransmitted_packets_received,
+                                 "freezes": i.inbound.freeze_count, "w": i.inbound.frame_width,
+                                 "h": i.inbound.frame_height, "fps": i.inbound.frames_per_second})
+
     async def read_video(track: rtc.Track, key: str) -> None:
+        if a.receiver_stats:
+            tasks.append(asyncio.ensure_future(receiver_stats(track, key)))
         stream = rtc.VideoStream(track)
         info = out["video"].setdefault(key, {"frames": 0, "sizes": {}, "timeline": []})
         async for e in stream:
@@ -84,6 +104,11 @@ async def main() -> int:
             t = round(time.monotonic() - t0, 3)
             if not info["timeline"] or info["timeline"][-1][1] != size:
                 info["timeline"].append([t, size])
+            if "last_frame_t" in info:
+                gap = t - info["last_frame_t"]
+                info["max_gap"] = max(info.get("max_gap", 0.0), gap)
+                if "quality_set_at" in out and t > out["quality_set_at"]:
+                    info["max_gap_after_quality"] = max(info.get("max_gap_after_quality", 0.0), gap)
             info["last_frame_t"] = t
 
     tasks = []
@@ -270,7 +295,8 @@ async def main() -> int:
                         if st.WhichOneof("stats") == "outbound_rtp":
                             o = st.outbound_rtp
                             row[o.outbound.rid or "-"] = [o.sent.bytes_sent, o.outbound.active,
-                                                          o.outbound.frame_width, o.outbound.frame_height]
+                                                          o.outbound.frame_width, o.outbound.frame_height,
+                                                          o.outbound.frames_sent]
                     out["sender_stats"].append(row)
 
             tasks.append(asyncio.ensure_future(sample()))

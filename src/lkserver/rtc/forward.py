@@ -163,7 +163,9 @@ class UpTrack:
                     self.cycles += 0x10000
                 self.max_seq = seq
         if arrival - self._rate_since >= 1.0:
-            self.bitrate = self._rate_bytes * 8 / (arrival - self._rate_since)
+            rate = self._rate_bytes * 8 / (arrival - self._rate_since)
+            # smoothed: keyframes make single windows swing several-fold
+            self.bitrate = rate if not self.bitrate else 0.7 * self.bitrate + 0.3 * rate
             self._rate_bytes, self._rate_since = 0, arrival
         transit = arrival * self.clock_rate - h.ts
         if self.last_transit is not None:
@@ -352,8 +354,8 @@ class DownTrack:
             if up is not self.target:
                 return
             if up.is_video and up.keyframe is not None and not up.keyframe(buf[h.payload_offset:]):
-                if self.current is None:
-                    up.request_keyframe()
+                # waiting to switch: keep asking (throttled per layer) until a keyframe comes
+                up.request_keyframe()
                 return
             self._switch(buf, h, up)
         out_seq = (h.seq + self.seq_offset) & 0xFFFF

@@ -590,6 +590,8 @@ class RtcParticipant:
     async def on_track_setting(self, req: pr.UpdateTrackSettings) -> None:
         """Adaptive stream: the subscriber's view picks the layer; disabled pauses the track
         (livekit pkg/rtc/subscribedtrack.go; dynacast then sees what is wanted)."""
+        log.debug("track_settings", identity=self.identity, tracks=",".join(req.track_sids), disabled=req.disabled,
+                  quality=req.quality, width=req.width, height=req.height)
         for sid in req.track_sids:
             sub = self.subscriptions.get(sid)
             if sub is None:

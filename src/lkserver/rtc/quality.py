@@ -74,7 +74,10 @@ CONGESTION_USAGE = 0.95
 
 
 def kendall_tau(values: list[float]) -> float:
-    """Kendall's tau of values against their order: -1 steadily falling .. 1 steadily rising."""
+    """Kendall's tau of values against their order, ties left out: -1 falling .. 1 rising.
+
+    REMB often holds a value for several reports and then steps: tied pairs would dilute a
+    clear step down below the congestion threshold."""
     n = len(values)
     if n < 2:
         return 0.0
@@ -85,32 +88,60 @@ def kendall_tau(values: list[float]) -> float:
                 concordant += 1
             elif values[j] < values[i]:
                 discordant += 1
-    return (concordant - discordant) / (n * (n - 1) / 2)
+    pairs = concordant + discordant
+    return (concordant - discordant) / pairs if pairs else 0.0
+
+
+RECOVERY_HOLD = 2.0  # seconds without congestion before capacity is raised again
+RECOVERY_STEP = 1.4  # each raise: +40 %
+RECOVERY_MAX_HOLD = 16.0
+TRIAL_FAILED = 0.85
 
 
 @dataclass
 class ChannelObserver:
-    """A subscriber link's capacity as the stream allocator commits it (remotebwe).
+    """A subscriber link's capacity as the stream allocator commits it (LiveKit's remotebwe).
 
     REMB values from libwebrtc start low and rise slowly (its AIMD never goes above 1.5 x what
     it receives), so a low REMB alone is not congestion: capacity is committed only when the
-    estimate trends down below what is being sent, and raised again when estimates (helped by
-    probes) climb above it."""
+    estimate trends down below what is being sent. Afterwards capacity is raised by 40 % after
+    every few quiet seconds (a trial upgrade: a link that cannot carry it makes the estimate fall
+    again), with the wait doubling after a trial that ends in congestion."""
 
     capacity: float = float("inf")
     samples: list[float] = field(default_factory=list)
+    last_congestion: float = 0.0
+    last_raise: float = 0.0
+    hold: float = RECOVERY_HOLD
+    trial_estimate: float = 0.0  # the estimate when capacity was last raised
 
-    def update(self, estimate: float, expected_usage: float) -> bool:
+    def update(self, estimate: float, expected_usage: float, now: float) -> bool:
         """Feed one REMB; returns True when the committed capacity changed."""
         self.samples.append(estimate)
         del self.samples[:-TREND_SAMPLES]
+        # after a trial raise the estimate lags what is now sent: only a fall below where it
+        # stood before the trial says the link cannot carry it
+        in_trial = bool(self.last_raise) and now - self.last_raise < 2 * self.hold
         if len(self.samples) >= 4 and kendall_tau(self.samples) < CONGESTED_TAU \
-                and estimate < CONGESTION_USAGE * expected_usage and estimate < self.capacity:
+                and estimate < CONGESTION_USAGE * expected_usage and estimate < self.capacity \
+                and (not in_trial or estimate < TRIAL_FAILED * self.trial_estimate):
+            if in_trial:
+                self.hold = min(2 * self.hold, RECOVERY_MAX_HOLD)  # the last trial was too much
             self.capacity = estimate
             self.samples.clear()
+            self.last_congestion = now
             return True
-        if self.capacity != float("inf") and estimate > 1.1 * self.capacity:
+        if self.capacity == float("inf"):
+            return False
+        if estimate > 1.1 * self.capacity:
             self.capacity = estimate
+            return True
+        if now - max(self.last_congestion, self.last_raise) >= self.hold:
+            self.capacity *= RECOVERY_STEP
+            self.last_raise = now
+            self.trial_estimate = estimate
+            if self.capacity > 50e6:
+                self.capacity, self.hold = float("inf"), RECOVERY_HOLD
             return True
         return False
 

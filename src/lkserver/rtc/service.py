@@ -116,7 +116,9 @@ class RtcService:
         self.certificate = RTCCertificate.generateCertificate()
         self.fingerprint_lines = fingerprint_lines(self.certificate)
         rtc = config.rtc
-        node_ips = [rtc.node_ip] if rtc.node_ip else (local_ipv4_addresses() or ["127.0.0.1"])
+        # rtc.node_ip: the address advertised to clients (a comma-separated list advertises several)
+        configured = [ip.strip() for ip in str(rtc.node_ip).split(",") if ip.strip()] if rtc.node_ip else []
+        node_ips = configured or local_ipv4_addresses() or ["127.0.0.1"]
         self.network = MediaNetwork(node_ips=node_ips, udp_port=rtc.udp_port,
                                     port_range=(rtc.port_range_start, rtc.port_range_end),
                                     tcp_port=rtc.tcp_port)
@@ -772,7 +774,9 @@ class RtcService:
         tracks, audio = self._allocation_inputs(p)
         usage = audio + sum(t.layer_bitrates[t.key.down.current.layer] for t in tracks  # type: ignore[attr-defined]
                             if t.key.down is not None and t.key.down.current is not None)  # type: ignore[attr-defined]
-        if p.channel.update(p.estimate, usage):
+        log.debug("remb", identity=p.identity, kbps=round(bitrate / 1000), usage_kbps=round(usage / 1000),
+                  capacity_kbps=round(min(p.channel.capacity, 1e12) / 1000))
+        if p.channel.update(p.estimate, usage, time.monotonic()):
             log.info("subscriber_capacity", identity=p.identity, capacity_kbps=round(p.channel.capacity / 1000),
                      usage_kbps=round(usage / 1000))
         self.reallocate(p, tracks, audio)

@@ -1,0 +1,82 @@
+"""A client behind a shaped link: a second network namespace joined to the test namespace by a
+veth pair, with tc shaping the server -> client direction (tbf for bandwidth, an htb class fed by
+a u32 match on the IP id for a steady fraction of lost packets; this kernel has no netem).
+
+The server must listen on (and advertise) SERVER_IP as well as 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+SERVER_IP = "10.9.0.1"
+CLIENT_IP = "10.9.0.2"
+DEV = "lkva"
+PEER = "lkvb"
+
+
+def sh(*cmd: str) -> None:
+    subprocess.run(list(cmd), check=True, capture_output=True)
+
+
+class ShapedLink:
+    def __init__(self) -> None:
+        self.procs: list[asyncio.subprocess.Process] = []
+
+    def create(self) -> "ShapedLink":
+        subprocess.run(["ip", "link", "del", DEV], capture_output=True)
+        sh("ip", "link", "add", DEV, "type", "veth", "peer", "name", PEER)
+        sh("ip", "addr", "add", f"{SERVER_IP}/24", "dev", DEV)
+        sh("ip", "link", "set", DEV, "up")
+        return self
+
+    async def spawn(self, *cmd: str) -> asyncio.subprocess.Process:
+        """Run a command in a fresh namespace on the far side of the link."""
+        script = (f"ip link set lo up; while ! ip link show {PEER} >/dev/null 2>&1; do sleep 0.05; done; "
+                  f"ip addr add {CLIENT_IP}/24 dev {PEER}; ip link set {PEER} up; exec \"$@\"")
+        proc = await asyncio.create_subprocess_exec(
+            "unshare", "--net", "--", "sh", "-c", script, "shaped", *cmd,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        for _ in range(100):
+            if subprocess.run(["ip", "link", "set", PEER, "netns", str(proc.pid)], capture_output=True).returncode == 0:
+                break
+            await asyncio.sleep(0.05)
+        self.procs.append(proc)
+        return proc
+
+    def limit(self, kbit: int) -> None:
+        """Cap the server -> client rate; excess queues up to 200 ms, then is dropped."""
+        self.clear()
+        sh("tc", "qdisc", "add", "dev", DEV, "root", "tbf", "rate", f"{kbit}kbit", "burst", "16kbit",
+           "latency", "200ms")
+
+    def lose_one_in(self, n: int) -> None:
+        """Drop about 1 in n packets (those whose IP id is a multiple of n; n a power of two)."""
+        self.clear()
+        sh("tc", "qdisc", "add", "dev", DEV, "root", "handle", "1:", "htb", "default", "10")
+        sh("tc", "class", "add", "dev", DEV, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit")
+        sh("tc", "class", "add", "dev", DEV, "parent", "1:", "classid", "1:20", "htb", "rate", "8bit", "ceil", "8bit")
+        sh("tc", "qdisc", "add", "dev", DEV, "parent", "1:20", "pfifo", "limit", "1")
+        sh("tc", "filter", "add", "dev", DEV, "parent", "1:", "protocol", "ip", "u32",
+           "match", "u16", "0x0000", hex(n - 1), "at", "4", "flowid", "1:20")
+
+    def clear(self) -> None:
+        subprocess.run(["tc", "qdisc", "del", "dev", DEV, "root"], capture_output=True)
+
+    def destroy(self) -> None:
+        self.clear()
+        subprocess.run(["ip", "link", "del", DEV], capture_output=True)
+
+
+async def shaped_py_client(link: ShapedLink, url: str, token: str, *args: str, timeout: float = 90.0) -> dict:
+    import json
+    from pathlib import Path
+
+    client = Path(__file__).resolve().parent / "py_client.py"
+    proc = await link.spawn(sys.executable, str(client), url, token, *args)
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    lines = [ln for ln in out.decode().splitlines() if ln.startswith("{")]
+    assert lines, f"shaped client failed ({proc.returncode}):\n{err.decode()[-3000:]}"
+    return json.loads(lines[-1])

@@ -1,0 +1,121 @@
+"""Media quality with the official Python realtime SDK: simulcast, adaptive stream, dynacast,
+congestion control and loss repair. Frame sizes and decode counts are what the clients report;
+the constrained link is a real veth shaped with tc (tests/rtc/linkshaper.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from conftest import ServerProcess
+from linkshaper import SERVER_IP, ShapedLink, shaped_py_client
+from rtcfix import free_udp_port, py_client, require_netns, rtc_config, rtc_server, token  # noqa: F401
+
+
+def video(report: dict) -> dict:
+    assert report["video"], report
+    return next(iter(report["video"].values()))
+
+
+def final_size(report: dict) -> str:
+    return video(report)["timeline"][-1][1]
+
+
+async def test_simulcast_layers_arrive_and_each_subscriber_gets_its_size(rtc_server):
+    room = "mq-simulcast"
+    subs = [asyncio.ensure_future(py_client(rtc_server, token(name, room), "--seconds", "13", *extra))
+            for name, extra in (("full", ()),
+                                ("small", ("--video-quality", "low", "--quality-after", "5")),
+                                ("medium", ("--video-quality", "medium", "--quality-after", "5")))]
+    await asyncio.sleep(1.5)
+    pub = await py_client(rtc_server, token("cam", room), "--seconds", "10", "--publish-video", "1280x720",
+                          "--simulcast", "--sender-stats")
+    full, small, medium = [await s for s in subs]
+    layers = {rid: row[rid] for row in pub["sender_stats"] for rid in ("q", "h", "f") if rid in row}
+    assert {rid: tuple(v[2:4]) for rid, v in layers.items()} == {"q": (320, 180), "h": (640, 360), "f": (1280, 720)}
+    assert final_size(full) == "1280x720"
+    assert final_size(small) == "320x180" and final_size(medium) == "640x360"
+    for r in (small, medium):
+        v = video(r)
+        assert [s for _, s in v["timeline"]][0] == "1280x720"  # started high, then switched
+        # the switch is made on a keyframe of the new layer: decoding never stops for long
+        assert v["max_gap_after_quality"] < 1.5, v
+        assert v["last_frame_t"] > r["quality_set_at"] + 3
+
+
+async def test_dynacast_pauses_layers_nobody_watches(rtc_server):
+    room = "mq-dynacast"
+    viewer = asyncio.ensure_future(py_client(rtc_server, token("viewer", room), "--seconds", "17",
+                                             "--video-quality", "low", "--quality-after", "3"))
+    await asyncio.sleep(1.0)
+    pub = await py_client(rtc_server, token("cam", room), "--seconds", "15", "--publish-video", "1280x720",
+                          "--simulcast", "--dynacast", "--sender-stats")
+    await viewer
+    rows = [r for r in pub["sender_stats"] if all(k in r for k in ("q", "h", "f"))]
+    early = [r for r in rows if r["t"] < 3.5]
+    late = [r for r in rows if r["t"] > 11]
+    assert early and len(late) >= 3, rows
+    assert all(r["f"][1] and r["h"][1] for r in early)  # everything was being sent at first
+    # LiveKit's 5 s downgrade delay later, the publisher has switched off what nobody wants
+    assert not late[-1]["f"][1] and not late[-1]["h"][1] and late[-1]["q"][1]
+    assert late[-1]["f"][0] == late[0]["f"][0] and late[-1]["h"][0] == late[0]["h"][0]  # no more bytes
+    assert late[-1]["q"][0] > late[0]["q"][0]  # the watched layer still flows
+
+
+@pytest.fixture
+def shaped(tmp_path: Path):
+    require_netns()
+    link = ShapedLink().create()
+    config = rtc_config(free_udp_port()).replace("node_ip: 127.0.0.1", f"node_ip: 127.0.0.1,{SERVER_IP}")
+    server = ServerProcess(tmp_path / "shaped", config=config + "bind_addresses: ['0.0.0.0']\n").start()
+    yield link, server
+    server.stop()
+    link.destroy()
+
+
+async def test_constrained_link_steps_down_and_recovers(shaped):
+    link, server = shaped
+    room = "mq-congestion"
+    far = asyncio.ensure_future(shaped_py_client(link, f"ws://{SERVER_IP}:{server.port}", token("far", room),
+                                                 "--seconds", "42"))
+    await asyncio.sleep(2.0)
+    pub = asyncio.ensure_future(py_client(server, token("cam", room), "--seconds", "40",
+                                          "--publish-video", "1280x720", "--simulcast"))
+    await asyncio.sleep(8.0)
+    link.limit(400)  # kbit/s towards the subscriber: less than the 720p layer needs
+    limited_at = 10.0  # in the subscriber's clock (it started 2 s before the publisher)
+    await asyncio.sleep(10.0)
+    link.clear()
+    lifted_at = 20.0
+    report, _ = await far, await pub
+    timeline = video(report)["timeline"]
+    sizes = {"320x180": 0, "640x360": 1, "1280x720": 2}
+    before = [s for t, s in timeline if t < limited_at]
+    assert before and before[-1] == "1280x720", timeline
+    during = [(t, s) for t, s in timeline if limited_at <= t < lifted_at]
+    assert any(sizes[s] < 2 and t < limited_at + 6 for t, s in during), timeline  # stepped down within seconds
+    after = [s for t, s in timeline if t >= lifted_at]
+    assert after and max(sizes[s] for s in after) > min(sizes[s] for _, s in during), timeline  # and back up
+    assert "subscriber_capacity identity=far" in server.log_text()
+
+
+async def test_loss_is_repaired_with_rtx(shaped):
+    link, server = shaped
+    room = "mq-loss"
+    link.lose_one_in(32)  # about 3 % of what the server sends this subscriber
+    far = asyncio.ensure_future(shaped_py_client(link, f"ws://{SERVER_IP}:{server.port}", token("far", room),
+                                                 "--seconds", "16", "--receiver-stats"))
+    await asyncio.sleep(2.0)
+    pub = await py_client(server, token("cam", room), "--seconds", "13", "--publish-video", "640x360",
+                          "--sender-stats")
+    report = await far
+    stats = next(iter(report["receiver_stats"].values()))
+    last = stats[-1]
+    assert last["lost"] > 0, stats  # the link did lose packets
+    assert last["nacks"] > 0 and last["rtx"] > 0, stats  # NACKs were answered with retransmissions
+    sent = max(row["-"][4] for row in pub["sender_stats"] if "-" in row)
+    assert sent > 100
+    assert last["decoded"] >= 0.9 * sent - 15, (last, sent)  # frames keep decoding despite the loss
