@@ -120,14 +120,19 @@ async def test_audio_only_ogg_and_video_only_mp4(eg_server):
     async with lkapi(eg_server) as lk:
         await lk.room.create_room(api.CreateRoomRequest(name="rc-av"))
         async with Publisher(eg_server, "rc-av", "erin", "--audio", "880", "--video", "640x360"):
-            audio, video = await asyncio.gather(
+            audio, mp3, video = await asyncio.gather(
                 record(lk, api.RoomCompositeEgressRequest(room_name="rc-av", audio_only=True,
                                                           file_outputs=[api.EncodedFileOutput(filepath="av/a")]), 3),
+                record(lk, api.RoomCompositeEgressRequest(room_name="rc-av", audio_only=True, file_outputs=[
+                    api.EncodedFileOutput(filepath="av/m", file_type=api.EncodedFileType.MP3)]), 3),
                 record(lk, api.RoomCompositeEgressRequest(
                     room_name="rc-av", video_only=True,
                     advanced=api.EncodingOptions(width=640, height=360, framerate=15, video_bitrate=800),
                     file_outputs=[api.EncodedFileOutput(filepath="av/v.ogg")]), 3))
-    assert audio.status == video.status == S.EGRESS_COMPLETE
+    assert audio.status == video.status == mp3.status == S.EGRESS_COMPLETE
+    assert mp3.file_results[0].filename == "av/m.mp3"
+    m = probe(mp3.file_results[0].location)
+    assert m.streams == {"audio": "mp3float"} and abs(m.peak_hz - 880) < 5  # PyAV's MP3 decoder
     assert audio.file_results[0].filename == "av/a.ogg"  # audio only: OGG/Opus by default
     assert video.file_results[0].filename == "av/v.mp4"  # a wrong known extension is replaced
     a, v = probe(audio.file_results[0].location), probe(video.file_results[0].location)

@@ -876,8 +876,6 @@ def _output_codecs(plan: EgressPlan, info: pe.EgressInfo, now: float) -> None:
     if plan.video_enabled:
         plan.video_codec = next((DEFAULT_VIDEO[t] for t in all_outputs if DEFAULT_VIDEO.get(t) in video),
                                 None) or min(video)
-    if plan.file is not None and plan.file.output_type == OT_MP3:
-        raise not_supported("mp3 output")
 
 
 def track_file_type(mime: str) -> str:

@@ -60,6 +60,9 @@ class Encoders:
             if codec == "audio/opus":
                 a = self.template.add_stream("libopus", rate=48000)
                 self.audio_rate = 48000
+            elif codec == "audio/mpeg":
+                a = self.template.add_stream("libmp3lame", rate=int(plan["audio_frequency"]))
+                self.audio_rate = int(plan["audio_frequency"])
             else:
                 a = self.template.add_stream("aac", rate=int(plan["audio_frequency"]))
                 self.audio_rate = int(plan["audio_frequency"])
@@ -144,7 +147,7 @@ class Sink:
 
 
 class FileSink(Sink):
-    FORMATS = {"video/mp4": "mp4", "audio/ogg": "ogg", "video/webm": "webm", "video/mp2t": "mpegts"}
+    FORMATS = {"video/mp4": "mp4", "audio/ogg": "ogg", "video/webm": "webm", "video/mp2t": "mpegts", "audio/mpeg": "mp3"}
 
     def __init__(self, conf: dict, tmp_dir: str, enc: Encoders, storage: Storage, uploader: Uploader,
                  manifest: dict) -> None:
@@ -152,7 +155,7 @@ class FileSink(Sink):
         self.local = os.path.join(tmp_dir, os.path.basename(conf["filepath"]))
         self.container = av.open(self.local, "w", format=self.FORMATS[conf["output_type"]])
         self.streams = {}
-        if enc.video is not None and conf["output_type"] != "audio/ogg":
+        if enc.video is not None and conf["output_type"] not in ("audio/ogg", "audio/mpeg"):
             self.streams["v"] = self.container.add_stream_from_template(enc.video)
         if enc.audio is not None:
             self.streams["a"] = self.container.add_stream_from_template(enc.audio)
@@ -322,7 +325,8 @@ class HlsSink(Sink):
 
 
 class RtmpSink(Sink):
-    """One RTMP destination, pushed from its own thread; failures mark only this stream."""
+    """One RTMP (FLV) or SRT (MPEG-TS) destination, pushed from its own thread; a failure marks
+    only this stream."""
 
     def __init__(self, url: str, redacted: str, enc: Encoders, emit: Emit,
                  on_failed: Callable[[str, str], None]) -> None:
@@ -350,7 +354,8 @@ class RtmpSink(Sink):
     def _run(self) -> None:
         container = None
         try:
-            container = av.open(self.url, "w", format="flv", timeout=(10.0, 10.0))
+            fmt = "mpegts" if self.url.startswith("srt://") else "flv"
+            container = av.open(self.url, "w", format=fmt, timeout=(10.0, 10.0))
             streams = {}
             if self.enc.video is not None:
                 streams["v"] = container.add_stream_from_template(self.enc.video)
