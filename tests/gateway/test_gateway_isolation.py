@@ -151,7 +151,8 @@ async def run(server: ServerProcess, ops: list[tuple], prefix: str) -> None:
                 await lk.room.delete_room(api.DeleteRoomRequest(room=model.name(room)))
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
 @given(ops=st.lists(operations, min_size=1, max_size=14))
 def test_no_tenant_sees_or_touches_another_tenants_room(gw, ops) -> None:
     asyncio.run(run(gw, ops, f"p{next(examples)}"))

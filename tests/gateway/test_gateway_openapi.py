@@ -54,7 +54,7 @@ async def test_served_document_is_the_packaged_one(gw) -> None:
 
 
 @schema.parametrize()
-@settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=60, deadline=None, database=None, suppress_health_check=list(HealthCheck))
 def test_rest_routes_match_their_openapi_document(case, gw) -> None:
     excluded = []
     # room names may hold any character, but the HTTP shell's catch-all route (server/http.py,
