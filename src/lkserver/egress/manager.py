@@ -59,6 +59,7 @@ RESULT_TIMEOUT = 120.0
 TRACK_WAIT = 10.0  # seconds a track composite waits for its tracks to be published  # a worker that does not finish this long after stop is killed
 
 S = pe.EgressStatus
+DEPACKETIZED = ("audio/opus", "video/vp8", "video/h264")  # what egress/depacketize.py reads
 ACTIVE_STATES = (S.EGRESS_STARTING, S.EGRESS_ACTIVE, S.EGRESS_ENDING)
 SOURCE_NAMES = {pm.TrackSource.CAMERA: "camera", pm.TrackSource.MICROPHONE: "microphone",
                 pm.TrackSource.SCREEN_SHARE: "screen_share", pm.TrackSource.SCREEN_SHARE_AUDIO: "screen_share_audio"}
@@ -219,7 +220,7 @@ class EgressJob:
             return
         index = len(self.indexes)
         mime = track.codec.mime.lower()
-        if mime not in ("audio/opus", "video/vp8", "video/h264"):
+        if mime not in DEPACKETIZED:
             log.warning("egress_codec_unsupported", egress_id=self.egress_id, track=track.sid, mime=mime)
             return
         self.indexes[track.sid] = index
@@ -454,6 +455,8 @@ class EgressManager:
         if track is None or track.codec is None:
             raise TwirpError.psrpc(NOT_FOUND, f"track {plan.track_id} not found")
         kind = "audio" if track.info.type == pm.TrackType.AUDIO else "video"
+        if track.codec.mime.lower() not in DEPACKETIZED:
+            raise plans.not_supported(f"track egress of {track.codec.mime}")
         plan.audio_enabled, plan.video_enabled = kind == "audio", kind == "video"
         if plan.websocket is not None and kind != "audio":
             raise plans.invalid_input("track_id")  # websocket output is audio only
@@ -789,6 +792,7 @@ class EgressManager:
 
     def _on_event(self, event: Event) -> None:
         if event.name == EventName.ROOM_FINISHED and event.room is not None:
+            self.auto_egress_seen = {k for k in self.auto_egress_seen if k[0] != event.room.name}
             for job in list(self.jobs.values()):
                 if job.plan.room_name == event.room.name and job.plan.source != "web":
                     self.spawn(self.end(job, "Source closed"))
