@@ -18,7 +18,7 @@ import asyncio
 import signal
 import sys
 import time
-from typing import Any, List, Optional
+from typing import Any
 
 import typer
 from google.protobuf.json_format import Parse, ParseError
@@ -114,7 +114,7 @@ def _follow(ctx: typer.Context, egress_id: str) -> Any:
                     live.update(table)
                     try:
                         await asyncio.wait_for(interrupted.wait(), 0.5)
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         pass
 
     return asyncio.run(go())
@@ -123,7 +123,7 @@ def _follow(ctx: typer.Context, egress_id: str) -> Any:
 @egress_app.command("start")
 def start(
     ctx: typer.Context,
-    request: Optional[str] = typer.Argument(None, help="Request JSON file ('-' for stdin)."),
+    request: str | None = typer.Argument(None, help="Request JSON file ('-' for stdin)."),
     type_: str = typer.Option("room-composite", "--type", help="|".join(TYPES)),
     room: str = typer.Option("", "--room", help="Without a request file: record this room (room composite)."),
     layout: str = typer.Option("", "--layout", help="grid, speaker, single-speaker (+ -light / -dark)."),
@@ -207,7 +207,7 @@ def list_(
 @egress_app.command("stop")
 def stop(
     ctx: typer.Context,
-    egress_id: List[str] = typer.Option(..., "--id", help="Egress id (repeatable)."),
+    egress_id: list[str] = typer.Option(..., "--id", help="Egress id (repeatable)."),
 ) -> None:
     """Stop egresses; they finish their files and end COMPLETE."""
     from livekit.protocol.egress import StopEgressRequest
@@ -236,8 +236,8 @@ def update_layout(
 def update_stream(
     ctx: typer.Context,
     egress_id: str = typer.Option(..., "--id", help="Egress id."),
-    add_urls: Optional[List[str]] = typer.Option(None, "--add-urls", help="Stream URL to add (repeatable)."),
-    remove_urls: Optional[List[str]] = typer.Option(None, "--remove-urls", help="Stream URL to remove (repeatable)."),
+    add_urls: list[str] | None = typer.Option(None, "--add-urls", help="Stream URL to add (repeatable)."),
+    remove_urls: list[str] | None = typer.Option(None, "--remove-urls", help="Stream URL to remove (repeatable)."),
 ) -> None:
     """Add or remove RTMP destinations of a streaming egress."""
     from livekit.protocol.egress import UpdateStreamRequest
