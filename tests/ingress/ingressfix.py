@@ -148,6 +148,12 @@ def tone_and_sizes(report: dict, identity: str) -> tuple[float, dict[str, int]]:
     return peak, sizes
 
 
+def simulcast_seen(sizes: dict[str, int], top: str, layers: list[str]) -> bool:
+    """Frames of a simulcast track: enough of them, the top layer's size among them, and no size
+    the track does not publish (the SFU may pick a lower layer for a while under load)."""
+    return sum(sizes.values()) > 30 and sizes.get(top, 0) > 0 and set(sizes) <= set(layers)
+
+
 def disconnected(report: dict, identity: str) -> bool:
     return any(e["event"] == "participant_disconnected" and e.get("identity") == identity
                for e in report["events"])
@@ -157,6 +163,23 @@ def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:3000]
 
 
-__all__ = ["API_KEY", "API_SECRET", "WHIP_CLIENT", "WebhookRecorder", "disconnected", "dump", "ffmpeg",
-           "ingress_info", "lkapi", "poll", "push_rtmp", "py_client", "start_ingress_server", "status_of",
-           "token", "tone_and_sizes", "wait_exit"]
+__all__ = [
+    "API_KEY",
+    "API_SECRET",
+    "WHIP_CLIENT",
+    "WebhookRecorder",
+    "disconnected",
+    "dump",
+    "ffmpeg",
+    "ingress_info",
+    "lkapi",
+    "poll",
+    "push_rtmp",
+    "py_client",
+    "simulcast_seen",
+    "start_ingress_server",
+    "status_of",
+    "token",
+    "tone_and_sizes",
+    "wait_exit",
+]
