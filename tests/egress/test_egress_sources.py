@@ -30,7 +30,8 @@ async def test_participant_egress(eg_server):
                 Publisher(eg_server, "pe-room", "frank", "--audio", "520", "--video", "640x360"):
             done = await run_egress(lk, lk.egress.start_participant_egress(api.ParticipantEgressRequest(
                 room_name="pe-room", identity="frank",
-                advanced=api.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1000),
+                advanced=api.EncodingOptions(width=640, height=360, framerate=30, video_bitrate=1000,
+                                             key_frame_interval=1),
                 file_outputs=[api.EncodedFileOutput(filepath="pe/{room_name}")])), 3.5)
     assert done.status == S.EGRESS_COMPLETE, done
     f = done.file_results[0]
@@ -39,6 +40,12 @@ async def test_participant_egress(eg_server):
     assert p.streams == {"video": "h264", "audio": "aac"} and (p.width, p.height) == (640, 360)
     assert abs(p.peak_hz - 520) < 5  # frank's tone, not the other participant's
     assert abs(p.duration - wall_seconds(f.started_at, f.ended_at)) < 0.5, (p, f)
+    import av
+
+    with av.open(f.location) as c:
+        keys = [float(pk.pts * pk.time_base) for pk in c.demux(video=0) if pk.is_keyframe and pk.pts is not None]
+    gaps = [b - a for a, b in zip(keys, keys[1:])]
+    assert len(keys) >= 3 and all(abs(g - 1.0) < 0.05 for g in gaps), keys  # key_frame_interval=1
 
 
 async def test_track_composite_egress(eg_server):
