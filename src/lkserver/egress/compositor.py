@@ -153,25 +153,39 @@ class Compositor:
     def render(self, sources: list[TileSource], speaker: str | None = None) -> tuple[np.ndarray, bool]:
         """The canvas (H*3/2 x W yuv420p) and whether it changed since the last call."""
         placed = self.arrange(sources, speaker)
-        signature = (self.layout, self.theme, speaker,
-                     tuple((s.key, s.frame_id, r) for s, r in placed))
-        if signature == self._signature:
-            return self.canvas.ndarray(), False
-        self._signature = signature
+        frames = tuple((s.frame_id, s.frame.width if s.frame is not None else 0,
+                        s.frame.height if s.frame is not None else 0) for s, _ in placed)
+        scene = (self.layout, self.theme, speaker, tuple((s.key, r) for s, r in placed))
+        if self._signature is not None and self._signature[0] == scene:
+            if self._signature[1] == frames:
+                return self.canvas.ndarray(), False
+            # same scene, new pictures of the same sizes: redraw only the tiles that changed
+            changed = [(s, r) for (s, r), now, before in zip(placed, frames, self._signature[1]) if now != before]
+            if all(b[1:] == n[1:] for n, b in zip(frames, self._signature[1])):
+                self._signature = (scene, frames)
+                for src, rect in changed:
+                    self._draw_tile(src, rect, speaker, len(placed), tile_bg=False)
+                return self.canvas.ndarray(), True
+        self._signature = (scene, frames)
+        c = self.canvas
+        c.fill((0, 0, c.w, c.h), THEMES[self.theme]["bg"])
+        for src, rect in placed:
+            self._draw_tile(src, rect, speaker, len(placed), tile_bg=True)
+        return c.ndarray(), True
+
+    def _draw_tile(self, src: TileSource, rect: Rect, speaker: Optional[str], count: int, tile_bg: bool) -> None:
         colors = THEMES[self.theme]
         c = self.canvas
-        c.fill((0, 0, c.w, c.h), colors["bg"])
-        for src, rect in placed:
+        if tile_bg or src.frame is None:
             c.fill(rect, colors["tile"])
-            if src.frame is not None:
-                fitted = self._scaled(src, rect)
-                if fitted is not None:
-                    (fw, fh), planes = fitted
-                    c.blit(rect[0] + _even((rect[2] - fw) / 2) if rect[2] > fw else rect[0],
-                           rect[1] + _even((rect[3] - fh) / 2) if rect[3] > fh else rect[1], planes)
-            if speaker is not None and src.key == speaker and len(placed) > 1 and self.layout != "single-speaker":
-                c.border(rect, colors["border"])
-        return c.ndarray(), True
+        if src.frame is not None:
+            fitted = self._scaled(src, rect)
+            if fitted is not None:
+                (fw, fh), planes = fitted
+                c.blit(rect[0] + _even((rect[2] - fw) / 2) if rect[2] > fw else rect[0],
+                       rect[1] + _even((rect[3] - fh) / 2) if rect[3] > fh else rect[1], planes)
+        if speaker is not None and src.key == speaker and count > 1 and self.layout != "single-speaker":
+            c.border(rect, colors["border"])
 
     def _scaled(self, src: TileSource, rect: Rect) -> tuple[tuple[int, int], tuple] | None:
         key = (rect[2], rect[3])
@@ -184,7 +198,7 @@ class Compositor:
         scale = min(rect[2] / f.width, rect[3] / f.height)
         fw, fh = min(_even(f.width * scale), rect[2]), min(_even(f.height * scale), rect[3])
         scaled = f.reformat(width=fw, height=fh, format="yuv420p")
-        planes = tuple(np.array(p) for p in frame_planes(scaled))
+        planes = frame_planes(scaled)  # views into `scaled`, which the cache keeps alive
         src._cache.clear()  # one size at a time: a layout change rescales once
-        src._cache[key] = (src.frame_id, (fw, fh), planes)
+        src._cache[key] = (src.frame_id, (fw, fh), planes, scaled)
         return (fw, fh), planes

@@ -394,8 +394,10 @@ class Job:
                     if plan["source"] == "template" and layout != self.layout:
                         layout = self.layout
                         compositor.set_layout(layout)
-                    canvas, _ = compositor.render(self._tile_sources(tiles), self._update_speaker(now))
-                    frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p")
+                    canvas, changed = compositor.render(self._tile_sources(tiles), self._update_speaker(now))
+                    # an unchanged picture is sent again as the same frame (the encoder copies it)
+                    frame = av.VideoFrame.from_ndarray(canvas, format="yuv420p") \
+                        if changed or last_frame is None else last_frame
                     frame.pts = vi
                     last_frame = frame
                     if self.enc is not None and self.enc.video is not None:
