@@ -57,7 +57,7 @@ class StructLogger:
         self._log(logging.ERROR, event, fields)
 
     def exception(self, event: str, /, **fields: Any) -> None:
-        self._log(logging.ERROR, event, fields, exc=True)
+        self._log(logging.ERROR, event, fields, True)
 
 
 def get_logger(name: str) -> StructLogger:
