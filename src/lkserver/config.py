@@ -121,6 +121,10 @@ class IngressSettings:
     # logged and RTMP stays off; a port set in the config file must be free.
     rtmp_port: int = 1935
     rtmp_port_required: bool = field(default=False, repr=False)  # rtmp_port came from the file
+    # transcoding sessions (RTMP, URL, transcoded WHIP) at once; more are refused with "server
+    # capacity exceeded" as LiveKit's ingress refuses work beyond its CPU budget. 0: two per core
+    # (a 720p stream to three layers takes about half a core)
+    max_transcoding_sessions: int = 0
 
 
 @dataclass

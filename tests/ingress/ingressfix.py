@@ -32,7 +32,7 @@ HERE = Path(__file__).resolve().parent
 WHIP_CLIENT = HERE / "ingress_whip_client.py"
 
 
-def ingress_config(webhook_url: str = "", extra: str = "") -> str:
+def ingress_config(webhook_url: str = "", extra: str = "", ingress: str = "") -> str:
     hook = f"""
 webhook:
   api_key: {API_KEY}
@@ -41,12 +41,14 @@ webhook:
     return rtc_config(free_udp_port(), f"""
 ingress:
   rtmp_port: 0
+  {ingress}
 {hook}{extra}""")
 
 
-def start_ingress_server(data_dir: Path, webhook_url: str = "", extra: str = "") -> ServerProcess:
+def start_ingress_server(data_dir: Path, webhook_url: str = "", extra: str = "", ingress: str = "") -> ServerProcess:
+    """`ingress`: one more `key: value` line for the ingress section."""
     require_netns()
-    return ServerProcess(data_dir, config=ingress_config(webhook_url, extra)).start()
+    return ServerProcess(data_dir, config=ingress_config(webhook_url, extra, ingress)).start()
 
 
 def lkapi(server: ServerProcess) -> api.LiveKitAPI:

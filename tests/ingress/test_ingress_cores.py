@@ -19,7 +19,7 @@ from livekit.protocol import models as pm
 
 from lkserver.ingress import amf0, flv
 from lkserver.ingress import info as rules
-from lkserver.ingress.depacketize import FrameAssembler, h264_nals
+from lkserver.ingress.depacketize import FrameAssembler, h264_nals, sps_size
 from lkserver.ingress.packetize import (
     RtpPacketizer,
     h264_payloads,
@@ -340,6 +340,22 @@ def test_rtp_packetizer_headers_and_reassembly_with_loss_and_reorder():
             h = parse_rtp(p)
             out += asm.push(h.seq, h.ts, bool(h.marker), p[h.payload_offset:])
     assert out and out[0].keyframe and out[0].timestamp == 30000 and asm.keyframe_requests == 1
+
+
+@pytest.mark.parametrize("size, profile", [((1280, 720), "baseline"), ((640, 360), "high"), ((854, 480), "main"),
+                                           ((1920, 1080), "high")])
+def test_sps_size(size, profile):
+    enc = av.CodecContext.create("libx264", "w")
+    enc.width, enc.height, enc.pix_fmt = *size, "yuv420p"
+    enc.time_base = fractions.Fraction(1, 30)
+    enc.options = {"preset": "ultrafast", "profile": profile}
+    frame = av.VideoFrame.from_ndarray(np.zeros((size[1], size[0], 3), np.uint8), format="rgb24").reformat(
+        format="yuv420p")
+    frame.pts = 0
+    data = b"".join(bytes(p) for p in [*enc.encode(frame), *enc.encode(None)])
+    sps = next(n for n in split_annexb(data) if n[0] & 0x1F == 7)
+    assert sps_size(sps) == size
+    assert sps_size(sps[:4]) is None  # truncated
 
 
 # -- LiveKit's rules -----------------------------------------------------------------------------------

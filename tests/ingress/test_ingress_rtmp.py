@@ -96,7 +96,7 @@ async def test_rtmp_push_heard_and_seen(tmp_path):
 
 
 async def test_rtmp_refusals(tmp_path):
-    server = start_ingress_server(tmp_path / "srv")
+    server = start_ingress_server(tmp_path / "srv", ingress="max_transcoding_sessions: 1")
     try:
         async with lkapi(server) as lk:
             ok = await lk.ingress.create_ingress(rtmp_create("r", "p"))
@@ -115,6 +115,16 @@ async def test_rtmp_refusals(tmp_path):
             # none of them started a session
             for i in (await lk.ingress.list_ingress(api.ListIngressRequest())).items:
                 assert i.state.status == api.IngressState.ENDPOINT_INACTIVE and not i.state.resource_id
+            # over the transcoding budget (one session here): the second encoder is refused
+            busy = await lk.ingress.create_ingress(rtmp_create("r", "busy"))
+            first = push_rtmp(f"{base}/{busy.stream_key}", 12, size="320x240")
+            await poll(lambda: ingress_info(lk, busy.ingress_id),
+                       lambda i: i.state.status == api.IngressState.ENDPOINT_PUBLISHING, what="PUBLISHING")
+            over = await wait_exit(push_rtmp(f"{base}/{ok.stream_key}", 5), 30)
+            first.kill()
+            await wait_exit(first)
+            await poll(lambda: ingress_info(lk, busy.ingress_id),
+                       lambda i: i.state.status != api.IngressState.ENDPOINT_PUBLISHING, what="the first one's end")
             # a codec FLV can carry but lkserver does not ingest: the session ends in ERROR, and
             # an update of the ingress resets it to INACTIVE (as LiveKit's UpdateIngress)
             code, err = await wait_exit(push_rtmp(f"{base}/{ok.stream_key}", 5, size="320x240",
@@ -125,6 +135,7 @@ async def test_rtmp_refusals(tmp_path):
     finally:
         server.stop()
     assert "rtmp_publish_refused" in server.log_text()
+    assert over[0] != 0 and "server capacity exceeded" in over[1], over
     assert code != 0 and failed.state.error == "unsupported video codec Sorenson H.263: send H.264"
     assert reset.state.status == api.IngressState.ENDPOINT_INACTIVE and reset.name == "again"
 

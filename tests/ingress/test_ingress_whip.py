@@ -13,6 +13,7 @@ import json
 import sys
 
 import aiohttp
+import pytest
 from ingressfix import (
     WHIP_CLIENT,
     dump,
@@ -43,7 +44,8 @@ def whip_create(room: str, identity: str, **kw) -> api.CreateIngressRequest:
                                     participant_identity=identity, **kw)
 
 
-async def test_whip_passthrough(tmp_path):
+@pytest.mark.parametrize("codec", ["VP8", "H264"])
+async def test_whip_passthrough(tmp_path, codec):
     server = start_ingress_server(tmp_path / "srv")
     try:
         async with lkapi(server) as lk:
@@ -51,7 +53,8 @@ async def test_whip_passthrough(tmp_path):
             assert info.url == f"{server.url}/w" and not info.enable_transcoding and info.bypass_transcoding
             viewer = asyncio.ensure_future(py_client(server, token("viewer", "whip"), "--seconds", "8"))
             client = asyncio.ensure_future(whip_client(f"{info.url}/{info.stream_key}", "--seconds", "10",
-                                                       "--hz", "550", "--size", "640x480", "--delete"))
+                                                       "--hz", "550", "--size", "640x480", "--delete",
+                                                       "--codec", codec.lower()))
             live = await poll(lambda: ingress_info(lk, info.ingress_id),
                               lambda i: i.state.status == api.IngressState.ENDPOINT_PUBLISHING
                               and i.state.video.width and len(i.state.tracks) == 2,
@@ -66,15 +69,15 @@ async def test_whip_passthrough(tmp_path):
     h = result["post_headers"]
     assert h["Location"] == f"/w/{info.stream_key}/{live.state.resource_id}" and h["Content-Type"] == "application/sdp"
     assert len(h["ETag"]) == 8 and "Location" in h["Access-Control-Expose-Headers"]
-    assert "VP8/90000" in result["answer_codecs"] and "opus/48000/2" in result["answer_codecs"]
+    assert f"{codec}/90000" in result["answer_codecs"] and "opus/48000/2" in result["answer_codecs"]
     assert result["delete_status"] == 200 and result["delete_again_status"] == 404
     assert result["delete_again_body"] == "ingress not found"
     peak, sizes = tone_and_sizes(report, "browser")
     assert abs(peak - 550) < 5 and sizes.get("640x480", 0) > 30, dump(report)
     st = live.state
-    assert st.resource_id.startswith("WH_") and st.video.mime_type == "video/VP8"
+    assert st.resource_id.startswith("WH_") and st.video.mime_type == f"video/{codec}"
     assert (st.video.width, st.video.height) == (640, 480) and st.audio.mime_type == "audio/opus"
-    assert {t.mime_type for t in st.tracks} == {"video/VP8", "audio/opus"}
+    assert {t.mime_type for t in st.tracks} == {f"video/{codec}", "audio/opus"}
     assert ended.state.ended_at and not ended.state.error
 
 

@@ -47,7 +47,7 @@ class Ingress:
             except OSError as e:
                 if settings.rtmp_port_required:
                     raise
-                log.error("ingress_rtmp_unavailable", error=str(e),
+                log.warning("ingress_rtmp_unavailable", error=str(e),
                           hint="set ingress.rtmp_port (0 picks a free port)")
         host = self._public_host()
         if not self.manager.rtmp_base_url and self.rtmp_port:

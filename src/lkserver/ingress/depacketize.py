@@ -153,3 +153,95 @@ def _h264_has_idr(annexb: bytes) -> bool:
             return True
         pos = annexb.find(START_CODE, pos + 4)
     return False
+
+
+class _Bits:
+    """MSB-first bit reader with Exp-Golomb codes (H.264 §9.1)."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.pos = 0
+
+    def u(self, n: int) -> int:
+        v = 0
+        for _ in range(n):
+            byte = self.data[self.pos >> 3]  # IndexError past the end: a truncated SPS
+            v = (v << 1) | ((byte >> (7 - (self.pos & 7))) & 1)
+            self.pos += 1
+        return v
+
+    def ue(self) -> int:
+        zeros = 0
+        while self.u(1) == 0:
+            zeros += 1
+            if zeros > 31:
+                raise ValueError("bad Exp-Golomb code")
+        return (1 << zeros) - 1 + self.u(zeros)
+
+    def se(self) -> int:
+        k = self.ue()
+        return (k + 1) // 2 if k & 1 else -(k // 2)
+
+
+HIGH_PROFILES = (100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135)
+
+
+def sps_size(sps: bytes) -> tuple[int, int] | None:
+    """Picture size from an H.264 SPS NAL unit (H.264 §7.3.2.1.1, frame cropping applied)."""
+    rbsp = bytearray()
+    zeros = 0
+    for b in sps[1:]:  # drop emulation prevention bytes (00 00 03)
+        if zeros >= 2 and b == 3:
+            zeros = 0
+            continue
+        rbsp.append(b)
+        zeros = zeros + 1 if b == 0 else 0
+    try:
+        r = _Bits(bytes(rbsp))
+        profile = r.u(8)
+        r.u(16)  # constraint flags, level
+        r.ue()  # seq_parameter_set_id
+        chroma = 1
+        if profile in HIGH_PROFILES:
+            chroma = r.ue()
+            if chroma == 3:
+                r.u(1)
+            r.ue()
+            r.ue()
+            r.u(1)
+            if r.u(1):  # scaling matrices
+                for i in range(12 if chroma == 3 else 8):
+                    if r.u(1):
+                        last = nxt = 8
+                        for _ in range(16 if i < 6 else 64):
+                            if nxt:
+                                nxt = (last + r.se() + 256) % 256
+                            last = nxt or last
+        r.ue()  # log2_max_frame_num_minus4
+        poc = r.ue()
+        if poc == 0:
+            r.ue()
+        elif poc == 1:
+            r.u(1)
+            r.se()
+            r.se()
+            for _ in range(r.ue()):
+                r.se()
+        r.ue()  # max_num_ref_frames
+        r.u(1)
+        width = (r.ue() + 1) * 16
+        map_units = r.ue() + 1
+        frame_mbs_only = r.u(1)
+        if not frame_mbs_only:
+            r.u(1)
+        r.u(1)
+        height = (2 - frame_mbs_only) * map_units * 16
+        if r.u(1):  # frame cropping
+            left, right, top, bottom = r.ue(), r.ue(), r.ue(), r.ue()
+            cx = 2 if chroma in (1, 2) else 1
+            cy = (2 if chroma == 1 else 1) * (2 - frame_mbs_only)
+            width -= (left + right) * cx
+            height -= (top + bottom) * cy
+    except (IndexError, ValueError):
+        return None
+    return (width, height) if width > 0 and height > 0 else None

@@ -12,6 +12,7 @@ Redis, the process holding the session notices within `session.RECORD_CHECK` sec
 from __future__ import annotations
 
 import asyncio
+import os
 from typing import Any
 
 from livekit.protocol import ingress as pi
@@ -125,10 +126,21 @@ class IngressManager:
         rules.validate(info, need_room=True)
         return info
 
+    @property
+    def max_transcoding(self) -> int:
+        return self.settings.max_transcoding_sessions or 2 * (os.cpu_count() or 1)
+
     async def start_session(self, session: IngressSession) -> None:
-        """Register and begin a session; one session per ingress: a new publisher replaces the old."""
+        """Register and begin a session; one session per ingress: a new publisher replaces the old.
+        Raises IngressError (resource_exhausted) when the transcoding budget is used up."""
         async with self._admit_lock:
             old = self.sessions.get(session.ingress_id)
+            if session.transcoding:
+                busy = sum(1 for s in self.sessions.values() if s.transcoding and s is not old)
+                if busy >= self.max_transcoding:
+                    log.warning("ingress_capacity_exceeded", ingress_id=session.ingress_id,
+                                sessions=busy, limit=self.max_transcoding)
+                    raise IngressError("resource_exhausted", "server capacity exceeded")
             if old is not None:
                 log.info("ingress_session_replaced", ingress_id=session.ingress_id, old=old.resource_id,
                          new=session.resource_id)

@@ -38,6 +38,7 @@ def now_ns() -> int:
 
 class IngressSession:
     input_type = rules.RTMP
+    transcoding = False  # counts against ingress.max_transcoding_sessions
 
     def __init__(self, manager: IngressManager, info: pi.IngressInfo, resource_id: str) -> None:
         self.manager = manager
@@ -180,6 +181,7 @@ class TranscodingSession(IngressSession):
     """Decode what the source sends and publish the plan's encodings (Opus + H.264 or VP8)."""
 
     live = True
+    transcoding = True
 
     def __init__(self, manager: IngressManager, info: pi.IngressInfo, resource_id: str) -> None:
         super().__init__(manager, info, resource_id)

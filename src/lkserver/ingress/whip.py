@@ -326,11 +326,17 @@ class WhipTranscodingSession(_WhipMixin, TranscodingSession):
 
 
 def frame_size(codec: str, payload: bytes) -> tuple[int, int] | None:
-    """Picture size from a VP8 keyframe's first packet (RFC 6386 §9.1); None otherwise."""
+    """Picture size from a VP8 keyframe's first packet (RFC 6386 §9.1) or an H.264 SPS
+    (alone or in a STAP-A); None for any other packet."""
+    from .depacketize import h264_nals, sps_size, vp8_payload
+
+    if codec.upper() == "H264":
+        for nal, start, end in h264_nals(payload):
+            if start and end and nal and nal[0] & 0x1F == 7:
+                return sps_size(nal)
+        return None
     if codec.upper() != "VP8":
         return None
-    from .depacketize import vp8_payload
-
     data, start = vp8_payload(payload)
     if not start or len(data) < 10 or data[0] & 0x01 or data[3:6] != b"\x9d\x01\x2a":
         return None
@@ -386,7 +392,12 @@ class WhipEndpoint:
         session = cls(self.manager, info, resource_id, receiver)
         session.etag = f"{zlib.crc32(offer.encode()):08x}"
         session.stream_key = stream_key
-        await self.manager.start_session(session)
+        try:
+            await self.manager.start_session(session)
+        except BaseException:
+            if not session.stopping:  # refused before it began (capacity): release the transport
+                await receiver.close()
+            raise
         location = f"{self.path}/{stream_key}/{resource_id}"
         log.info("whip_session_created", ingress_id=info.ingress_id, resource_id=resource_id,
                  transcoding=transcode, streams=",".join(f"{s.kind}:{s.codec.name}" for s in receiver.streams))
