@@ -380,3 +380,26 @@ def test_srtp_context_round_trip_and_errors():
         rx.unprotect(tampered)
     with pytest.raises(Exception):
         tx.protect(b"\x80" * 2000)
+
+
+def test_twcc_feedback_reports_arrivals_and_losses():
+    from lkserver.rtc.twcc import TwccRecorder, parse_feedback
+
+    rec = TwccRecorder()
+    t0 = 10_000_000
+    for seq, dt in ((65534, 0), (65535, 1000), (1, 3000), (2, 200000), (0, 2500)):  # wraps; 0 late but unreported
+        rec.record(seq, t0 + dt, 77)
+    fb = rec.build()
+    packet = next(rtp.iter_rtcp(fb))
+    assert (packet.pt, packet.count) == (rtp.RTCP_RTPFB, rtp.RTPFB_TWCC)
+    count, rows = parse_feedback(fb)
+    assert count == 0 and [s for s, _ in rows] == [65534, 65535, 0, 1, 2]
+    times = dict(rows)
+    assert times[65535] - times[65534] == 1000 and times[0] - times[65534] == 2500
+    assert times[2] - times[1] == 197000  # a large delta
+    rec.record(3, t0 + 300000)
+    rec.record(5, t0 + 310000)
+    rec.record(1, t0 + 320000)  # already reported: ignored
+    count, rows = parse_feedback(rec.build())
+    assert count == 1 and rows[0][0] == 3 and rows[1] == (4, None) and rows[2][0] == 5
+    assert rec.build() is None

@@ -80,9 +80,9 @@ async def test_constrained_link_steps_down_and_recovers(shaped):
     link, server = shaped
     room = "mq-congestion"
     far = asyncio.ensure_future(shaped_py_client(link, f"ws://{SERVER_IP}:{server.port}", token("far", room),
-                                                 "--seconds", "42"))
+                                                 "--seconds", "50"))
     await asyncio.sleep(2.0)
-    pub = asyncio.ensure_future(py_client(server, token("cam", room), "--seconds", "40",
+    pub = asyncio.ensure_future(py_client(server, token("cam", room), "--seconds", "48",
                                           "--publish-video", "1280x720", "--simulcast"))
     await asyncio.sleep(8.0)
     link.limit(400)  # kbit/s towards the subscriber: less than the 720p layer needs
@@ -96,7 +96,7 @@ async def test_constrained_link_steps_down_and_recovers(shaped):
     before = [s for t, s in timeline if t < limited_at]
     assert before and before[-1] == "1280x720", timeline
     during = [(t, s) for t, s in timeline if limited_at <= t < lifted_at]
-    assert any(sizes[s] < 2 and t < limited_at + 6 for t, s in during), timeline  # stepped down within seconds
+    assert any(sizes[s] < 2 and t < limited_at + 8 for t, s in during), timeline  # stepped down within seconds
     after = [s for t, s in timeline if t >= lifted_at]
     assert after and max(sizes[s] for s in after) > min(sizes[s] for _, s in during), timeline  # and back up
     assert "subscriber_capacity identity=far" in server.log_text()
@@ -118,4 +118,4 @@ async def test_loss_is_repaired_with_rtx(shaped):
     assert last["nacks"] > 0 and last["rtx"] > 0, stats  # NACKs were answered with retransmissions
     sent = max(row["-"][4] for row in pub["sender_stats"] if "-" in row)
     assert sent > 100
-    assert last["decoded"] >= 0.9 * sent - 15, (last, sent)  # frames keep decoding despite the loss
+    assert last["decoded"] >= 0.85 * sent - 15, (last, sent)  # frames keep decoding despite the loss

@@ -23,7 +23,7 @@ EXT_TWCC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensio
 
 SUPPORTED_VIDEO = ("VP8", "H264")
 PUBLISH_AUDIO_FB = ["nack"]
-PUBLISH_VIDEO_FB = ["nack", "nack pli", "ccm fir"]
+PUBLISH_VIDEO_FB = ["nack", "nack pli", "ccm fir", "transport-cc"]
 SUBSCRIBE_VIDEO_FB = ["nack", "nack pli", "ccm fir", "goog-remb"]
 
 SCTP_PORT = 5000
@@ -186,7 +186,8 @@ def accepted_extmaps(m: Media) -> list[tuple[int, str]]:
     extensions are accepted for video although simulcast is not answered yet (the client then
     sends its first layer): Chromium refuses its own later offers (an ICE restart on resume, a
     second track) for a section with `a=simulcast` whose rid extension was dropped."""
-    wanted = (EXT_MID, EXT_AUDIO_LEVEL) if m.kind == "audio" else (EXT_MID, EXT_RID, EXT_RRID, EXT_ABS_SEND_TIME)
+    wanted = (EXT_MID, EXT_AUDIO_LEVEL) if m.kind == "audio" else (EXT_MID, EXT_RID, EXT_RRID, EXT_ABS_SEND_TIME,
+                                                                  EXT_TWCC)
     return [(e.id, e.uri) for e in m.extmaps if e.uri in wanted]
 
 

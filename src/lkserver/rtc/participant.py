@@ -33,6 +33,7 @@ from .negotiation import (
     EXT_MID,
     EXT_RID,
     EXT_RRID,
+    EXT_TWCC,
     LocalParams,
     OutSection,
     TrackCodec,
@@ -71,6 +72,7 @@ from .rtp import (
 )
 from .quality import ChannelObserver, QualityScorer
 from .transport import WebRtcTransport
+from .twcc import TwccRecorder
 
 if TYPE_CHECKING:
     from ..rooms import Participant, Room
@@ -254,7 +256,8 @@ class RtcParticipant:
         self.tracks_by_mid: dict[str, PublishedTrack] = {}
         self.ups_by_ssrc: dict[int, UpTrack] = {}
         self.ignored_ssrcs: set[int] = set()
-        self.mid_ext = self.rid_ext = self.rrid_ext = 0
+        self.mid_ext = self.rid_ext = self.rrid_ext = self.twcc_ext = 0
+        self.twcc = TwccRecorder(SERVER_SSRC)
         self.last_offer: Optional[sdplib.SessionDescription] = None
         # subscribing
         self.subscriptions: dict[str, Subscription] = {}  # track sid -> subscription
@@ -680,6 +683,8 @@ class RtcParticipant:
         self.mid_ext = next((e.id for m in sd.media for e in m.extmaps if e.uri == EXT_MID), 0)
         self.rid_ext = next((e.id for m in sd.media for e in m.extmaps if e.uri == EXT_RID), 0)
         self.rrid_ext = next((e.id for m in sd.media for e in m.extmaps if e.uri == EXT_RRID), 0)
+        self.twcc_ext = next((e.id for m in sd.media if m.kind == "video" for e in m.extmaps
+                              if e.uri == EXT_TWCC), 0)
         for mid, track in list(self.tracks_by_mid.items()):
             if mid not in sending_mids:
                 self.service.unpublish(self, track)
@@ -736,6 +741,10 @@ class RtcParticipant:
         h = parse_rtp(buf)
         if h is None:
             return
+        if self.twcc_ext:
+            seq = get_extension(buf, h, self.twcc_ext)
+            if seq is not None and len(seq) >= 2:
+                self.twcc.record((seq[0] << 8) | seq[1], int(time.monotonic() * 1e6), h.ssrc)
         up = self.ups_by_ssrc.get(h.ssrc)
         if up is not None:
             up.on_rtp(buf, h, time.monotonic())
@@ -805,6 +814,12 @@ class RtcParticipant:
     def on_single_rtcp(self, buf: bytes) -> None:
         self.on_publisher_rtcp(buf)
         self.on_subscriber_rtcp(buf)
+
+    def send_twcc_feedback(self) -> None:
+        if self.twcc_ext and self.publisher is not None and self.publisher.connected:
+            feedback = self.twcc.build()
+            if feedback is not None:
+                self.publisher.send_rtcp(feedback)
 
     def send_receiver_reports(self) -> None:
         if self.publisher is None or not self.publisher.connected or not self.ups_by_ssrc:

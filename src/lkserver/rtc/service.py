@@ -823,9 +823,11 @@ class RtcService:
             p.probe_until = 0.0
 
     def _probe(self) -> None:
-        """Padding towards deficient subscribers so their REMB can show more room."""
+        """Every 50 ms: transport-cc feedback to publishers, and padding towards deficient
+        subscribers so their REMB can show more room."""
         now = time.monotonic()
         for p in list(self.participants.values()):
+            p.send_twcc_feedback()
             if p.probe_until <= now or p.closed:
                 continue
             down = next((s.down for s in p.subscriptions.values()
