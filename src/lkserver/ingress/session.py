@@ -20,7 +20,7 @@ from ..logs import get_logger
 from ..rooms import RoomFull, RoomNotFound
 from . import info as rules
 from .publish import IngressPublisher
-from .transcode import AudioTranscoder, EncodedFrame, InputStats, VideoTranscoder
+from .transcode import AudioTranscoder, EncodedFrame, InputStats, VideoTranscoder, in_thread
 
 if TYPE_CHECKING:
     from .manager import IngressManager
@@ -251,14 +251,14 @@ class TranscodingSession(IngressSession):
         workers = [w for w in (self.video_tx, self.audio_tx) if w is not None]
         for w in workers:
             w.close()
-        await asyncio.gather(*(asyncio.to_thread(w.join, 5.0) for w in workers))
+        await asyncio.gather(*(in_thread(lambda w=w: w.join(5.0), "ingress-join") for w in workers))
 
     async def drain(self, timeout: float = 10.0) -> None:
         """End of the input: let the workers flush and the pacer send what they made."""
         workers = [w for w in (self.video_tx, self.audio_tx) if w is not None]
         for w in workers:
             w.close()
-        await asyncio.gather(*(asyncio.to_thread(w.join, timeout) for w in workers))
+        await asyncio.gather(*(in_thread(lambda w=w: w.join(timeout), "ingress-join") for w in workers))
         deadline = time.monotonic() + timeout
         while self.publisher is not None and self.publisher.pending and time.monotonic() < deadline:
             await asyncio.sleep(0.05)

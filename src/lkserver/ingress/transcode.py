@@ -14,6 +14,7 @@ which paces its reader. Output frames go to `on_output`, called from the worker 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import fractions
 import queue
@@ -432,3 +433,21 @@ def packet(data: bytes, pts: int, time_base: fractions.Fraction, dts: int | None
     p.dts = pts if dts is None else dts
     p.time_base = time_base
     return p
+
+
+def in_thread(fn: Callable[[], Any], name: str) -> asyncio.Future:
+    """Run a blocking call in a thread of its own (not the loop's shared executor, which a few
+    long URL reads could exhaust); the future resolves on the calling loop."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = fn()
+        except Exception as e:  # noqa: BLE001 - delivered to the awaiting coroutine
+            loop.call_soon_threadsafe(lambda err=e: fut.done() or fut.set_exception(err))
+        else:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(result))
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut

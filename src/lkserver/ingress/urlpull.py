@@ -17,6 +17,7 @@ import av
 from ..logs import get_logger
 from . import info as rules
 from .session import TranscodingSession
+from .transcode import in_thread
 
 log = get_logger("lkserver.ingress.url")
 
@@ -42,10 +43,8 @@ class UrlSession(TranscodingSession):
             self.spawn(self._pull())
 
     async def _pull(self) -> None:
-        import asyncio
-
         try:
-            await asyncio.to_thread(self._read)
+            await in_thread(self._read, f"ingress-url-{self.resource_id}")
         except Exception as e:  # noqa: BLE001 - the reason goes into the ingress state
             if not self.stopping:
                 log.info("ingress_url_failed", ingress_id=self.ingress_id, error=str(e))
