@@ -161,6 +161,16 @@ def disconnected(report: dict, identity: str) -> bool:
                for e in report["events"])
 
 
+def ingress_failures(log: str) -> list[str]:
+    """Error lines of the ingress loggers, and tracebacks that pass through lkserver/ingress/
+    (other parts' log lines are theirs to judge)."""
+    out = [ln for ln in log.splitlines() if " ERROR lkserver.ingress" in ln]
+    for block in log.split("Traceback (most recent call last):")[1:]:
+        if "lkserver/ingress/" in block.split("\n20", 1)[0]:
+            out.append("Traceback" + block[:2000])
+    return out
+
+
 def dump(obj: Any) -> str:
     return json.dumps(obj, indent=1, default=str)[:3000]
 
@@ -173,6 +183,7 @@ __all__ = [
     "disconnected",
     "dump",
     "ffmpeg",
+    "ingress_failures",
     "ingress_info",
     "lkapi",
     "poll",

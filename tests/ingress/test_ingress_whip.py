@@ -17,6 +17,7 @@ import pytest
 from ingressfix import (
     WHIP_CLIENT,
     dump,
+    ingress_failures,
     ingress_info,
     lkapi,
     poll,
@@ -148,4 +149,4 @@ async def test_whip_refusals(tmp_path):
     assert results["no media"][0] == 400 and "no audio or video" in results["no media"][1]
     assert results["unknown resource"] == (404, "ingress not found")
     assert options == (204, "*")
-    assert "Traceback" not in server.log_text()
+    assert ingress_failures(server.log_text()) == []

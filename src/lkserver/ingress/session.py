@@ -185,7 +185,7 @@ class TranscodingSession(IngressSession):
 
     def __init__(self, manager: IngressManager, info: pi.IngressInfo, resource_id: str) -> None:
         super().__init__(manager, info, resource_id)
-        self.loop = asyncio.get_event_loop()
+        self.loop = asyncio.get_running_loop()
         self.video_tx: VideoTranscoder | None = None
         self.audio_tx: AudioTranscoder | None = None
         self.video_layers: list[pm.VideoLayer] = []
