@@ -7,6 +7,7 @@ import struct
 from lkserver.egress.depacketize import (
     H264Depacketizer,
     OpusDepacketizer,
+    RedOpusDepacketizer,
     ReorderBuffer,
     RtpPacket,
     TimestampUnwrapper,
@@ -108,3 +109,19 @@ def test_h264_single_stap_a_and_fu_a():
     # an FU-A missing its end is dropped; the depacketizer wants a keyframe
     d.push(RtpPacket(5, 9000, False, 102, 1, bytes([0x7C, 0x80 | 1]) + b"\x01"))
     assert d.push(RtpPacket(6, 12000, True, 102, 1, b"\x41\x9a\x01")) == [] and d.need_keyframe
+
+
+def red(primary: bytes, redundant: list[tuple[int, bytes]] = ()) -> bytes:
+    head = b"".join(bytes([0x80 | 111, off >> 6, ((off & 0x3F) << 2) | (len(d) >> 8), len(d) & 0xFF])
+                    for off, d in redundant)
+    return head + bytes([111]) + b"".join(d for _, d in redundant) + primary
+
+
+def test_red_primary_blocks_and_recovery_of_a_lost_packet():
+    d = RedOpusDepacketizer()
+    out = d.push(RtpPacket(1, 960, True, 63, 1, red(b"A")))
+    out += d.push(RtpPacket(2, 1920, True, 63, 1, red(b"B", [(960, b"A")])))  # A again: already had it
+    d.push(None)  # packet 3 (timestamp 2880, "C") is lost ...
+    out += d.push(RtpPacket(4, 3840, True, 63, 1, red(b"D", [(960, b"C")])))  # ... its copy rides here
+    assert [(f.timestamp, f.data) for f in out] == [(960, b"A"), (1920, b"B"), (2880, b"C"), (3840, b"D")]
+    assert d.push(RtpPacket(5, 4800, True, 63, 1, b"\x80\x01")) == []  # truncated: ignored

@@ -13,7 +13,7 @@ from livekit.protocol import models as pm
 
 from lkserver.egress import plan as P
 from lkserver.egress.manager import auto_track_filepath
-from lkserver.twirp.errors import TwirpError
+from lkserver.egress.errors import EgressError
 
 NOW = time.mktime((2022, 10, 4, 1, 13, 6, 0, 0, -1))
 
@@ -71,7 +71,7 @@ def test_segments_names():
     assert (plan.segments.storage_dir, plan.segments.prefix, plan.segments.playlist) == ("only/", "p", "p.m3u8")
     for live, msg in (("other/live", "live_playlist_name must be in same directory as playlist_name"),
                       ("hls/index", "live_playlist_name cannot be identical to playlist_name")):
-        with pytest.raises(TwirpError) as e:
+        with pytest.raises(EgressError) as e:
             build(P.ROOM_COMPOSITE, rc(segment_outputs=[pe.SegmentedFileOutput(
                 playlist_name="hls/index.m3u8", live_playlist_name=live)]))
         assert e.value.msg.endswith(msg)
@@ -116,7 +116,7 @@ def test_v2_requests():
                                  media=pe.MediaSource(video_track_id="TR_v", audio=pe.AudioConfig(
                                      routes=[pe.AudioRoute(track_id="TR_a")])),
                                  outputs=[pe.Output(file=pe.FileOutput())])
-    with pytest.raises(TwirpError) as e:
+    with pytest.raises(EgressError) as e:
         build(P.EGRESS, both)
     assert e.value.msg.endswith("request has missing or invalid field: passthrough track_id")
 
@@ -138,15 +138,15 @@ def test_track_binding_names_the_file_after_the_track():
 def test_advanced_options_checked():
     for adv, field in ((pe.EncodingOptions(width=15), "width"), (pe.EncodingOptions(height=721), "height"),
                        (pe.EncodingOptions(depth=12), "depth")):
-        with pytest.raises(TwirpError) as e:
+        with pytest.raises(EgressError) as e:
             build(P.ROOM_COMPOSITE, rc(advanced=adv, file_outputs=[pe.EncodedFileOutput()]))
-        assert e.value.msg == f"twirp error unknown: request has missing or invalid field: {field}"
+        assert (e.value.code, e.value.msg) == ("invalid_argument", f"request has missing or invalid field: {field}")
     plan, _ = build(P.ROOM_COMPOSITE, rc(advanced=pe.EncodingOptions(
         width=640, height=360, framerate=15, audio_codec=pm.AudioCodec.OPUS, video_codec=pm.VideoCodec.H264_HIGH,
         key_frame_interval=2), file_outputs=[pe.EncodedFileOutput()]))
     assert (plan.width, plan.height, plan.framerate, plan.video_profile, plan.audio_codec) == \
         (640, 360, 15, "high", P.OPUS)
-    with pytest.raises(TwirpError) as e:  # OPUS audio cannot go to HLS
+    with pytest.raises(EgressError) as e:  # OPUS audio cannot go to HLS
         build(P.ROOM_COMPOSITE, rc(advanced=pe.EncodingOptions(audio_codec=pm.AudioCodec.OPUS),
                                    segment_outputs=[pe.SegmentedFileOutput()]))
     assert e.value.msg.endswith("format application/x-mpegurl incompatible with codec audio/opus")

@@ -173,7 +173,7 @@ class Compositor:
             self._draw_tile(src, rect, speaker, len(placed), tile_bg=True)
         return c.ndarray(), True
 
-    def _draw_tile(self, src: TileSource, rect: Rect, speaker: Optional[str], count: int, tile_bg: bool) -> None:
+    def _draw_tile(self, src: TileSource, rect: Rect, speaker: str | None, count: int, tile_bg: bool) -> None:
         colors = THEMES[self.theme]
         c = self.canvas
         if tile_bg or src.frame is None:

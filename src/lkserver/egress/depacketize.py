@@ -1,6 +1,7 @@
 """RTP -> media frames for egress: a reorder buffer and depacketizers for Opus, VP8 and H.264.
 
-Sans-I/O: packets in, frames out. Opus (RFC 7587): the payload is one Opus packet. VP8 (RFC
+Sans-I/O: packets in, frames out. Opus (RFC 7587): the payload is one Opus packet; in RED (RFC
+2198) the primary block is, with redundant blocks filling in for lost packets. VP8 (RFC
 7741 §4): the payload descriptor is stripped and partitions of one picture are joined; a frame
 starts with S=1, PID=0 and ends at the marker bit. H.264 (RFC 6184 §5.6-5.8): single NAL units,
 STAP-A aggregates and FU-A fragments become one Annex B access unit per RTP timestamp. A lost
@@ -124,6 +125,58 @@ class OpusDepacketizer(Depacketizer):
         if pkt is None or not pkt.payload:
             return []
         return [Frame(self.unwrapper.unwrap(pkt.timestamp), pkt.payload, True)]
+
+
+def red_blocks(payload: bytes) -> list[tuple[int, bytes]]:
+    """RFC 2198 RED: [(timestamp offset, block)], the redundant blocks first, the primary last."""
+    headers: list[tuple[int, int]] = []
+    i = 0
+    while True:
+        if i >= len(payload):
+            raise ValueError("truncated RED header")
+        b = payload[i]
+        if not b & 0x80:  # the last header: the primary block, one byte
+            i += 1
+            break
+        if i + 4 > len(payload):
+            raise ValueError("truncated RED header")
+        offset = (payload[i + 1] << 6) | (payload[i + 2] >> 2)
+        length = ((payload[i + 2] & 0x03) << 8) | payload[i + 3]
+        headers.append((offset, length))
+        i += 4
+    out = []
+    for offset, length in headers:
+        if i + length > len(payload):
+            raise ValueError("truncated RED block")
+        out.append((offset, payload[i:i + length]))
+        i += length
+    out.append((0, payload[i:]))
+    return out
+
+
+class RedOpusDepacketizer(Depacketizer):
+    """Opus in RED (how LiveKit clients publish audio): the primary block of each packet, and a
+    redundant block when it carries audio that a lost packet took away."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last_ts: Optional[int] = None
+
+    def push(self, pkt: Optional[RtpPacket]) -> list[Frame]:
+        if pkt is None or not pkt.payload:
+            return []
+        try:
+            blocks = red_blocks(pkt.payload)
+        except ValueError:
+            return []
+        ts = self.unwrapper.unwrap(pkt.timestamp)
+        out = []
+        for offset, data in blocks:
+            t = ts - offset
+            if data and (self.last_ts is None and offset == 0 or self.last_ts is not None and t > self.last_ts):
+                out.append(Frame(t, data, True))
+                self.last_ts = t
+        return out
 
 
 class _VideoDepacketizer(Depacketizer):
@@ -259,6 +312,8 @@ def depacketizer_for(mime: str) -> Depacketizer:
     m = mime.lower()
     if m == "audio/opus":
         return OpusDepacketizer()
+    if m == "audio/red":
+        return RedOpusDepacketizer()
     if m == "video/vp8":
         return VP8Depacketizer()
     if m == "video/h264":

@@ -33,15 +33,16 @@ from ..config import EgressSettings
 from ..events import Event, EventBus, EventName
 from ..logs import get_logger
 from ..rooms import RoomManager
-from ..twirp.errors import (
+from . import plan as plans
+from .errors import (
     FAILED_PRECONDITION,
+    INTERNAL,
     INVALID_ARGUMENT,
     NOT_FOUND,
     RESOURCE_EXHAUSTED,
-    TwirpError,
-    room_not_found,
+    UNAVAILABLE,
+    EgressError,
 )
-from . import plan as plans
 from .plan import EgressPlan, build_plan, validate_stream_url
 
 if TYPE_CHECKING:
@@ -59,14 +60,14 @@ RESULT_TIMEOUT = 120.0
 TRACK_WAIT = 10.0  # seconds a track composite waits for its tracks to be published  # a worker that does not finish this long after stop is killed
 
 S = pe.EgressStatus
-DEPACKETIZED = ("audio/opus", "video/vp8", "video/h264")  # what egress/depacketize.py reads
+DEPACKETIZED = ("audio/opus", "audio/red", "video/vp8", "video/h264")  # what egress/depacketize.py reads
 ACTIVE_STATES = (S.EGRESS_STARTING, S.EGRESS_ACTIVE, S.EGRESS_ENDING)
 SOURCE_NAMES = {pm.TrackSource.CAMERA: "camera", pm.TrackSource.MICROPHONE: "microphone",
                 pm.TrackSource.SCREEN_SHARE: "screen_share", pm.TrackSource.SCREEN_SHARE_AUDIO: "screen_share_audio"}
 
 
-def egress_not_found() -> TwirpError:
-    return TwirpError.psrpc(NOT_FOUND, "egress does not exist")
+def egress_not_found() -> EgressError:
+    return EgressError(NOT_FOUND, "egress does not exist")
 
 
 def now_ns() -> int:
@@ -236,13 +237,16 @@ class EgressJob:
                 pass
 
         kind = "audio" if track.info.type == pm.TrackType.AUDIO else "video"
+        try:
+            sub = self.local.subscribe(track.sid, on_rtp)
+        except KeyError:
+            del self.indexes[track.sid]
+            return
+        if mime == "audio/red" and getattr(sub, "red_primary", True):
+            mime = "audio/opus"  # the SFU hands local subscribers RED's primary block: plain Opus
         self.worker.send({"op": "track", "index": index, "kind": kind, "mime": mime,
                           "identity": track.owner.identity, "source": SOURCE_NAMES.get(track.info.source, ""),
                           "channel": self._channel(track) if kind == "audio" else 0, "muted": track.info.muted})
-        try:
-            self.local.subscribe(track.sid, on_rtp)
-        except KeyError:
-            return
         if kind == "video":
             self.local.request_keyframe(track.sid)
 
@@ -402,24 +406,24 @@ class EgressManager:
     async def start_egress(self, kind: str, req: Any, *, webhooks: list | None = None) -> pe.EgressInfo:
         """Validate, admit and launch; returns the STARTING EgressInfo (stored, egress_started sent)."""
         if self.closing:
-            raise TwirpError.psrpc("unavailable", "server is shutting down")
+            raise EgressError(UNAVAILABLE, "server is shutting down")
         room_name = getattr(req, "room_name", "")
         room_id = ""
         if kind != plans.WEB and not (kind == plans.EGRESS and req.WhichOneof("source") == "web"):
             room = self.rooms.get_room(room_name)
             if room is None:
-                raise room_not_found()
+                raise EgressError(NOT_FOUND, "requested room does not exist")
             room_id = room.sid
         egress_id = ids.new_id(ids.EGRESS)
         plan, info = build_plan(kind, req, egress_id, room_id=room_id)
         if plan.source == "track":
             self._bind_track(plan, info)
         if plan.source == "web" and not self._chromium():
-            raise TwirpError.psrpc("unavailable", "web egress needs chromium: install it (Debian package `chromium`)")
+            raise EgressError(UNAVAILABLE, "web egress needs chromium: install it (Debian package `chromium`)")
         cost = self.cost_of(plan)
         used = sum(j.cost for j in self.jobs.values())
         if used + cost > self.capacity + 1e-9:
-            raise TwirpError.psrpc(RESOURCE_EXHAUSTED,
+            raise EgressError(RESOURCE_EXHAUSTED,
                                    f"not enough CPU: this egress needs {cost:.2f} cores, "
                                    f"{used:.2f} of {self.capacity:.2f} are reserved")
         job = EgressJob(self, plan, info, cost, list(webhooks or []))
@@ -428,7 +432,7 @@ class EgressManager:
             job.worker = await self._take_worker()
         except Exception as e:
             del self.jobs[egress_id]
-            raise TwirpError.psrpc("internal", f"failed to launch egress worker: {e}") from None
+            raise EgressError(INTERNAL, f"failed to launch egress worker: {e}") from None
         await self.save(job)
         self._publish(EventName.EGRESS_STARTED, job)
         log.info("egress_started", egress_id=egress_id, room=plan.room_name, kind=kind, source=plan.source)
@@ -453,7 +457,7 @@ class EgressManager:
         room = self.rooms.get_room(plan.room_name)
         track = self.rtc._find_track(room, plan.track_id) if room is not None else None
         if track is None or track.codec is None:
-            raise TwirpError.psrpc(NOT_FOUND, f"track {plan.track_id} not found")
+            raise EgressError(NOT_FOUND, f"track {plan.track_id} not found")
         kind = "audio" if track.info.type == pm.TrackType.AUDIO else "video"
         if track.codec.mime.lower() not in DEPACKETIZED:
             raise plans.not_supported(f"track egress of {track.codec.mime}")
@@ -726,7 +730,7 @@ class EgressManager:
         info = self.get(egress_id)
         job = self.jobs.get(egress_id)
         if job is None or info.status not in (S.EGRESS_STARTING, S.EGRESS_ACTIVE) or job.stopping:
-            raise TwirpError.psrpc(FAILED_PRECONDITION,
+            raise EgressError(FAILED_PRECONDITION,
                                    f"egress with status {S.Name(info.status)} cannot be {verb}")
         return job
 
@@ -741,7 +745,7 @@ class EgressManager:
         info = self.get(egress_id)
         job = self.jobs.get(egress_id)
         if job is None or job.local is None:
-            raise TwirpError.psrpc(NOT_FOUND, "participant does not exist")
+            raise EgressError(NOT_FOUND, "participant does not exist")
         await self.rooms.update_participant(job.plan.room_name, egress_id, metadata=json.dumps({"layout": layout}))
         job.plan.layout = layout
         if job.worker is not None:
@@ -752,12 +756,12 @@ class EgressManager:
         job = self._running(egress_id, "updated")
         stream = job.plan.stream
         if stream is None:
-            raise TwirpError.psrpc(INVALID_ARGUMENT, "UpdateStream called on non-streaming egress")
-        errors: list[TwirpError] = []
+            raise EgressError(INVALID_ARGUMENT, "UpdateStream called on non-streaming egress")
+        errors: list[EgressError] = []
         for url in add:
             try:
                 parsed, redacted = validate_stream_url(url, stream.output_type)
-            except TwirpError as e:
+            except EgressError as e:
                 errors.append(e)
                 continue
             if any(r == redacted for _, r in stream.urls):
@@ -770,7 +774,7 @@ class EgressManager:
             redacted = plans.redact_stream_url(url)[0] if url.startswith(("rtmp", "mux", "twitch")) else url
             found = [u for u in stream.urls if u[0] == url or u[1] == redacted]
             if not found:
-                errors.append(TwirpError.psrpc(NOT_FOUND, f"stream {url} not found"))
+                errors.append(EgressError(NOT_FOUND, f"stream {url} not found"))
                 continue
             stream.urls.remove(found[0])
             assert job.worker is not None
@@ -782,8 +786,7 @@ class EgressManager:
             await self.end(job, "All streams stopped")
         if errors:
             first = errors[0]
-            msg = "\n".join(e.msg.removeprefix("twirp error unknown: ") for e in errors)
-            raise TwirpError.psrpc(first.code, msg)
+            raise EgressError(first.code, "\n".join(e.msg for e in errors))
         out = pe.EgressInfo()
         out.CopyFrom(job.info)
         return out
@@ -855,7 +858,7 @@ class EgressManager:
     async def _auto_start(self, kind: str, req: Any) -> None:
         try:
             await self.start_egress(kind, req)
-        except TwirpError as e:
+        except EgressError as e:
             # LiveKit sends a synthetic egress_ended (FAILED) when an auto egress cannot launch
             info = pe.EgressInfo(egress_id=ids.new_id(ids.EGRESS), room_name=req.room_name,
                                  status=S.EGRESS_FAILED, error=e.msg, details="End reason: Failure",

@@ -22,25 +22,25 @@ from google.protobuf.json_format import MessageToDict
 from livekit.protocol import egress as pe
 from livekit.protocol import models as pm
 
-from ..twirp.errors import FAILED_PRECONDITION, INVALID_ARGUMENT, TwirpError
+from .errors import FAILED_PRECONDITION, INVALID_ARGUMENT, EgressError
 
-# -- errors, as LiveKit egress words them (pkg/errors/errors.go); psrpc errors carry the prefix
-
-
-def invalid_input(field_name: str) -> TwirpError:
-    return TwirpError.psrpc(INVALID_ARGUMENT, f"request has missing or invalid field: {field_name}")
+# -- errors, as LiveKit egress words them (pkg/errors/errors.go)
 
 
-def invalid_url(url: str, reason: str) -> TwirpError:
-    return TwirpError.psrpc(INVALID_ARGUMENT, f"invalid url {url}: {reason}")
+def invalid_input(field_name: str) -> EgressError:
+    return EgressError(INVALID_ARGUMENT, f"request has missing or invalid field: {field_name}")
 
 
-def not_supported(feature: str) -> TwirpError:
-    return TwirpError.psrpc(INVALID_ARGUMENT, f"{feature} is not yet supported")
+def invalid_url(url: str, reason: str) -> EgressError:
+    return EgressError(INVALID_ARGUMENT, f"invalid url {url}: {reason}")
 
 
-def incompatible(fmt: str, codec: str) -> TwirpError:
-    return TwirpError.psrpc(INVALID_ARGUMENT, f"format {fmt} incompatible with codec {codec}")
+def not_supported(feature: str) -> EgressError:
+    return EgressError(INVALID_ARGUMENT, f"{feature} is not yet supported")
+
+
+def incompatible(fmt: str, codec: str) -> EgressError:
+    return EgressError(INVALID_ARGUMENT, f"format {fmt} incompatible with codec {codec}")
 
 
 NO_COMPATIBLE_CODEC = "no supported codec is compatible with all outputs"
@@ -72,7 +72,8 @@ ALL_AUDIO = {AAC, OPUS, RAW_AUDIO, MP3}
 ALL_VIDEO = {H264}  # composites only ever encode H.264
 AUDIO_ONLY_FILE_TYPES = [OT_OGG, OT_MP4, OT_MP3]
 VIDEO_FILE_TYPES = [OT_MP4]
-TRACK_FILE_TYPES = {OPUS: OT_OGG, PCMU: OT_OGG, PCMA: OT_OGG, H264: OT_MP4, VP8: OT_WEBM, VP9: OT_WEBM}
+TRACK_FILE_TYPES = {OPUS: OT_OGG, PCMU: OT_OGG, PCMA: OT_OGG, H264: OT_MP4, VP8: OT_WEBM, VP9: OT_WEBM,
+                    "audio/red": OT_OGG}  # RED carries Opus
 STREAM_SCHEMES = {"rtmp": OT_RTMP, "rtmps": OT_RTMP, "mux": OT_RTMP, "twitch": OT_RTMP, "srt": OT_SRT,
                   "ws": OT_RAW, "wss": OT_RAW}
 FILE_TYPES = {pe.EncodedFileType.MP4: OT_MP4, pe.EncodedFileType.OGG: OT_OGG, pe.EncodedFileType.MP3: OT_MP3}
@@ -842,7 +843,7 @@ def _output_codecs(plan: EgressPlan, info: pe.EgressInfo, now: float) -> None:
             audio &= COMPATIBLE[ot]
             if not audio:
                 if not plan.audio_codec:
-                    raise TwirpError.psrpc(INVALID_ARGUMENT, NO_COMPATIBLE_CODEC)
+                    raise EgressError(INVALID_ARGUMENT, NO_COMPATIBLE_CODEC)
                 raise incompatible(ot, plan.audio_codec)
     if plan.video_enabled:
         video = {plan.video_codec} if plan.video_codec else set(ALL_VIDEO)
@@ -850,7 +851,7 @@ def _output_codecs(plan: EgressPlan, info: pe.EgressInfo, now: float) -> None:
             video &= COMPATIBLE[ot]
             if not video:
                 if not plan.audio_codec:
-                    raise TwirpError.psrpc(INVALID_ARGUMENT, NO_COMPATIBLE_CODEC)
+                    raise EgressError(INVALID_ARGUMENT, NO_COMPATIBLE_CODEC)
                 raise incompatible(ot, plan.video_codec)
     if plan.file is not None and plan.file.output_type == OT_UNKNOWN:
         if not plan.video_enabled:
@@ -862,7 +863,7 @@ def _output_codecs(plan: EgressPlan, info: pe.EgressInfo, now: float) -> None:
         chosen = next((t for t in candidates if (need_a is None or COMPATIBLE[t] & need_a)
                        and (need_v is None or COMPATIBLE[t] & need_v)), None)
         if chosen is None:
-            raise TwirpError.psrpc(INVALID_ARGUMENT, NO_COMPATIBLE_FILE_TYPE)
+            raise EgressError(INVALID_ARGUMENT, NO_COMPATIBLE_FILE_TYPE)
         plan.file.output_type = chosen
         update_filepath(plan, plan.file, now)
         info.file_results[0].filename = plan.file.filepath
@@ -900,5 +901,5 @@ def bind_track(plan: EgressPlan, info: pe.EgressInfo, *, mime: str, track_id: st
             info.file.filename = plan.file.filepath
 
 
-def non_retryable() -> TwirpError:
-    return TwirpError.psrpc(FAILED_PRECONDITION, NON_RETRYABLE)
+def non_retryable() -> EgressError:
+    return EgressError(FAILED_PRECONDITION, NON_RETRYABLE)

@@ -48,7 +48,7 @@ JITTER_MAX = MIX_RATE // 2  # ... and trimmed back to that past 500 ms
 SPEAKER_HOLD = 1.0  # seconds another participant must be louder before the speaker changes
 KEYFRAME_REQUEST_INTERVAL = 1.0
 START_SIGNAL_TIMEOUT = 30.0  # a web page asked to signal START_RECORDING must do so this soon
-DECODERS = {"audio/opus": "opus", "video/vp8": "vp8", "video/h264": "h264"}
+DECODERS = {"audio/opus": "opus", "audio/red": "opus", "video/vp8": "vp8", "video/h264": "h264"}
 CHANNEL_BOTH, CHANNEL_LEFT, CHANNEL_RIGHT = 0, 1, 2
 
 
@@ -583,7 +583,7 @@ class Job:
     def _open_passthrough(self, inp: Input, frame: Any) -> PassthroughFileSink:
         conf = self.plan["file"]
         storage = self._storage(conf["storage"])
-        if inp.mime == "audio/opus":
+        if inp.mime in ("audio/opus", "audio/red"):
             import io
 
             tmpl = av.open(io.BytesIO(), "w", format="ogg")

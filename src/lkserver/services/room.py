@@ -91,7 +91,12 @@ class RoomService:
             raise TwirpError(INVALID_ARGUMENT, str(e)) from None
         if created and req.HasField("egress") and req.egress.HasField("room"):
             # auto egress: the room composite starts with the room; its failure fails CreateRoom
-            await self.egress_launcher.start_room_egress(room.name, req.egress.room)  # type: ignore[union-attr]
+            from ..egress.errors import EgressError
+
+            try:
+                await self.egress_launcher.start_room_egress(room.name, req.egress.room)  # type: ignore[union-attr]
+            except EgressError as e:
+                raise TwirpError.psrpc(e.code, e.msg) from None
         return room
 
     async def list_rooms(self, ctx: RequestContext, req: proto.ListRoomsRequest) -> proto.ListRoomsResponse:
