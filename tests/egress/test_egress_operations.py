@@ -87,6 +87,8 @@ async def test_bad_requests_answer_livekit_errors(eg_server):
             (lk.egress.stop_egress(api.StopEgressRequest(egress_id="EG_nope")),
              "not_found", "egress does not exist"),
         ]
+        cases.append((lk.room.create_room(api.CreateRoomRequest(name="auto-bad", egress=api.RoomEgress(
+            room=api.RoomCompositeEgressRequest()))), "invalid_argument", "request has missing or invalid field: output"))
         for coro, code, msg in cases:
             e = await twirp_error(coro)
             assert (e.code, e.message) == (code, PREFIX + msg), (code, msg)
