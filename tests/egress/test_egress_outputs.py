@@ -141,3 +141,18 @@ async def test_audio_only_ogg_and_video_only_mp4(eg_server):
     for p, f in ((a, audio.file_results[0]), (v, video.file_results[0])):
         assert abs(p.duration - wall_seconds(f.started_at, f.ended_at)) < 0.5, (p, f)
     assert os.path.basename(audio.manifest_location) == f"{audio.egress_id}.json"
+
+
+async def test_rtmp_destination_down_fails_the_egress(eg_server):
+    from conftest import free_port
+
+    url = f"rtmp://127.0.0.1:{free_port()}/live/nobody-listens"
+    async with lkapi(eg_server) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name="rc-down"))
+        info = await lk.egress.start_room_composite_egress(api.RoomCompositeEgressRequest(
+            room_name="rc-down", stream_outputs=[api.StreamOutput(urls=[url])]))
+        done = await wait_status(lk, info.egress_id, (S.EGRESS_COMPLETE, S.EGRESS_FAILED), timeout=30)
+    # the only stream failing fails the egress (LiveKit: the last stream output failing)
+    assert done.status == S.EGRESS_FAILED and done.error, done
+    assert [s.status for s in done.stream_results] == [api.StreamInfo.Status.FAILED]
+    assert done.stream_results[0].error and done.stream_results[0].url.endswith("/live/{nob...ens}")
