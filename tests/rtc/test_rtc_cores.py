@@ -403,3 +403,45 @@ def test_twcc_feedback_reports_arrivals_and_losses():
     count, rows = parse_feedback(rec.build())
     assert count == 1 and rows[0][0] == 3 and rows[1] == (4, None) and rows[2][0] == 5
     assert rec.build() is None
+
+
+def test_red_primary_extraction():
+    # two redundant blocks (4-byte headers with lengths 3 and 2) and a primary block (1-byte header)
+    red = bytes([0x80 | 111, 0x00, 0x04, 0x03, 0x80 | 111, 0x00, 0x08, 0x02, 111]) + b"AAA" + b"BB" + b"primary"
+    pt, offset = rtp.red_primary(red)
+    assert pt == 111 and red[offset:] == b"primary"
+    assert rtp.red_primary(bytes([0x80 | 111, 0x00])) is None  # truncated header
+    sent: list[bytes] = []
+    receiver = TrackReceiver("TR_A", "red", 48000, False, lambda s: None)
+    receiver.add_layer(7, 0)
+    down = DownTrack(receiver, "PA_x", 9, 111, sent.append, lambda b: None)
+    down.red_primary = True
+    receiver.subscribe(down)
+    buf = packet(seq=5, ts=960, ssrc=7, pt=63, payload=red)
+    receiver.layers[0].on_rtp(buf, rtp.parse_rtp(buf), 0.0)
+    h = rtp.parse_rtp(sent[0])
+    assert h.pt == 111 and sent[0][h.payload_offset:] == b"primary"
+
+
+def test_connection_quality_scorer_and_loss_window():
+    from lkserver.rtc.quality import LossWindow, QualityScorer, loss_weight
+
+    window = LossWindow()
+    assert window.take(100, 0) is None  # the first count is the baseline
+    assert window.take(200, 10) == 0.1 and window.take(200, 10) is None  # nothing expected since
+    assert loss_weight("video/VP8") == 10 and loss_weight("red") < loss_weight("opus") < 10
+    scorer = QualityScorer()
+    scorer.add(0.0, 5.0)
+    assert scorer.window() == pm.ConnectionQuality.EXCELLENT
+    seen = []
+    for _ in range(6):  # 12 % video loss, window after window: falls (0.8 EMA) but never to LOST
+        scorer.add(0.12, 5.0)
+        seen.append(scorer.window())
+    assert seen[0] == pm.ConnectionQuality.GOOD and seen[-1] == pm.ConnectionQuality.POOR
+    assert scorer.score == 30.0
+    scorer.add(0.0, 5.0, layer_distance=1)  # clean, but a layer below the wanted one
+    assert scorer.window() == pm.ConnectionQuality.GOOD
+    for _ in range(3):
+        scorer.add(0.0, 5.0)
+        last = scorer.window()
+    assert last == pm.ConnectionQuality.EXCELLENT and 4.0 < scorer.mos <= 4.5

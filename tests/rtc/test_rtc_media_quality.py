@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from livekit.protocol import models as pm
+
 from conftest import ServerProcess
 from linkshaper import SERVER_IP, ShapedLink, shaped_py_client
 from rtcfix import free_udp_port, py_client, require_netns, rtc_config, rtc_server, token  # noqa: F401
@@ -119,3 +121,39 @@ async def test_loss_is_repaired_with_rtx(shaped):
     sent = max(row["-"][4] for row in pub["sender_stats"] if "-" in row)
     assert sent > 100
     assert last["decoded"] >= 0.85 * sent - 15, (last, sent)  # frames keep decoding despite the loss
+
+
+EXCELLENT, GOOD, POOR, LOST = (pm.ConnectionQuality.EXCELLENT, pm.ConnectionQuality.GOOD,
+                               pm.ConnectionQuality.POOR, pm.ConnectionQuality.LOST)
+RANK = {EXCELLENT: 3, GOOD: 2, POOR: 1, LOST: 0}
+
+
+def qualities(report: dict, identity: str) -> list[tuple[float, int]]:
+    return [(e["t"], e["quality"]) for e in report["events"]
+            if e["event"] == "connection_quality" and e["identity"] == identity]
+
+
+async def test_connection_quality_follows_the_link(shaped):
+    link, server = shaped
+    room = "mq-connection-quality"
+    far = asyncio.ensure_future(shaped_py_client(link, f"ws://{SERVER_IP}:{server.port}", token("far", room),
+                                                 "--seconds", "50", "--receiver-stats"))
+    await asyncio.sleep(2.0)
+    pub = asyncio.ensure_future(py_client(server, token("cam", room), "--seconds", "48",
+                                          "--publish-video", "640x360"))
+    await asyncio.sleep(10.0)
+    link.lose_one_in(8)
+    await asyncio.sleep(18.0)
+    link.clear()
+    report, cam = await far, await pub
+    lossy_from, lossy_to = 12.0, 30.0  # in the subscriber's clock
+    far_q = qualities(report, "far")
+    assert far_q and far_q[0] == (far_q[0][0], EXCELLENT) and far_q[0][0] < lossy_from, far_q
+    during = [q for t, q in far_q if lossy_from < t <= lossy_to + 4]
+    assert during and min(during, key=RANK.get) in (GOOD, POOR), far_q  # 12 % loss lowers it ...
+    assert LOST not in during, far_q  # ... but loss alone never makes a connection LOST
+    assert far_q[-1][1] == EXCELLENT and far_q[-1][0] > lossy_to, far_q  # and it recovers
+    # the publisher's link was clean all along: so says the subscriber's view and its own
+    assert {q for _, q in qualities(report, "cam")} == {EXCELLENT}, report["events"]
+    assert {q for _, q in qualities(cam, "cam")} == {EXCELLENT}, cam["events"]
+    assert not qualities(cam, "far"), cam["events"]  # updates go to subscribers of a participant only

@@ -18,6 +18,7 @@ import struct
 import time
 from typing import Callable, Optional
 
+from .quality import LossWindow
 from .rtp import (
     RTP_HEADER,
     U16,
@@ -29,6 +30,7 @@ from .rtp import (
     parse_rtp,
     ntp_middle,
     payload_size,
+    red_primary,
     rewrite,
 )
 
@@ -137,6 +139,7 @@ class UpTrack:
         self.expected_prior = 0
         self.received_prior = 0
         self.jitter = 0.0
+        self.quality_loss = LossWindow()  # connection-quality windows, apart from our RR intervals
         self.last_transit: Optional[float] = None
         self.last_sr: Optional[SenderReport] = None
         self.last_sr_received = 0.0
@@ -188,6 +191,13 @@ class UpTrack:
         for d in self.downs:
             if d.current is self:
                 d.send_sender_report(sr)
+
+    def loss_counts(self) -> tuple[int, int]:
+        """(expected, lost) packets since the stream began."""
+        if self.base_seq < 0:
+            return 0, 0
+        expected = self.cycles + self.max_seq - self.base_seq + 1
+        return expected, max(expected - self.packets, 0)
 
     def report_block(self, now: float) -> ReportBlock | None:
         if self.base_seq < 0:
@@ -303,9 +313,13 @@ class DownTrack:
         self.history: Optional[list] = [None] * HISTORY if receiver.is_video else None
         self.rtx_seq = random.getrandbits(15)
         self.ext_fn: Optional[Callable[[], bytes]] = None  # builds the header extensions we add
+        # the publisher sends RED and this subscriber takes plain opus: forward the primary block
+        self.red_primary = False
         # what the subscriber's receiver reports say about this stream
         self.remote_loss = 0.0
         self.remote_jitter = 0
+        self.remote_counts: Optional[tuple[int, int]] = None  # (highest seq, cumulative lost) of the last RR
+        self.quality_loss = LossWindow()
 
     # -- layer selection -----------------------------------------------------------------------
 
@@ -373,7 +387,15 @@ class DownTrack:
         self.packets_sent += 1
         self.octets_sent += size
         ext = self.ext_fn() if self.ext_fn is not None else b""
-        packet = rewrite(buf, h, self.pt, out_seq, out_ts, self.ssrc, ext)
+        if self.red_primary:
+            end = len(buf) - (buf[-1] if h.padding else 0)
+            found = red_primary(buf[h.payload_offset:end])
+            if found is None:
+                return
+            packet = rewrite(buf, h, self.pt, out_seq, out_ts, self.ssrc, ext,
+                             bytes(buf[h.payload_offset + found[1]:end]))
+        else:
+            packet = rewrite(buf, h, self.pt, out_seq, out_ts, self.ssrc, ext)
         if self.munge:
             packet = self._munge_vp8(packet, len(packet) - size)
         if self.history is not None:

@@ -170,7 +170,10 @@ class LocalParticipant(RtcParticipant):
         track.subscriptions[self.identity] = sub
         self.service.subscriptions_changed(track)
         sub.mid = "local"
-        sub.pt = LOCAL_PT.get(track.codec.mime.lower(), 96) if track.codec else 96
+        mime = track.codec.mime.lower() if track.codec else ""
+        if mime == "audio/red":  # local participants take plain opus
+            mime, sub.red_primary = "audio/opus", True
+        sub.pt = LOCAL_PT.get(mime, 96)
         sub.ready = True
         sub.attach()
         return sub

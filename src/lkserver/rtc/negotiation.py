@@ -56,8 +56,14 @@ class TrackCodec:
         return self.mime.split("/", 1)[0]
 
 
-def choose_publish_codec(m: Media) -> Codec | None:
-    """The client's first offered codec that we forward."""
+def choose_publish_codec(m: Media, allow_red: bool = False) -> Codec | None:
+    """The client's first offered codec that we forward; with `allow_red`, audio RED (RFC 2198)
+    over opus when offered, as LiveKit answers red first for tracks that do not disable it."""
+    if m.kind == "audio" and allow_red:
+        opus = next((c for c in m.codecs if c.name.upper() == "OPUS"), None)
+        red = next((c for c in m.codecs if c.name.upper() == "RED"), None)
+        if opus is not None and red is not None and red.fmtp.split("/")[0] == str(opus.pt):
+            return red
     for c in m.codecs:
         name = c.name.upper()
         if m.kind == "audio" and name == "OPUS":
@@ -194,10 +200,14 @@ def accepted_extmaps(m: Media) -> list[tuple[int, str]]:
 def answer_publish_section(m: Media, codec: Codec) -> OutSection:
     """Our answer to a section the client sends media on."""
     fb = PUBLISH_AUDIO_FB if m.kind == "audio" else PUBLISH_VIDEO_FB
-    answer_codec = Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp,
-                         [f for f in fb if f in codec.rtcp_fb])
+    codecs = [Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp,
+                    [f for f in fb if f in codec.rtcp_fb])]
+    if codec.name.upper() == "RED":  # the primary codec goes along (red carries opus)
+        opus = next(c for c in m.codecs if c.name.upper() == "OPUS")
+        codecs.append(Codec(opus.pt, opus.name, opus.clock_rate, opus.channels, opus.fmtp,
+                            [f for f in fb if f in opus.rtcp_fb]))
     direction = "recvonly" if m.direction in ("sendonly", "sendrecv") else "inactive"
-    section = OutSection(m.mid, m.kind, direction, [answer_codec], accepted_extmaps(m))
+    section = OutSection(m.mid, m.kind, direction, codecs, accepted_extmaps(m))
     if m.kind == "video" and m.extmap_id(EXT_RID):
         section.rids = simulcast_send_rids(m)
     return section

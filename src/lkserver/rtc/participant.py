@@ -182,6 +182,7 @@ class Subscription:
         self.max_layer = HIGH  # UpdateTrackSettings quality / size
         self.stream_state = pr.StreamState.ACTIVE
         self.abs_send_time_ext = 0
+        self.red_primary = False  # the track is RED, this subscriber takes opus
 
     def attach(self) -> None:
         """Connect to the publisher's streams once both they and the negotiation exist."""
@@ -194,6 +195,7 @@ class Subscription:
                                   transport.send_rtcp, self.rtx_ssrc, self.rtx_pt)
             self.down.paused = self.disabled
             self.down.max_layer = self.max_layer
+            self.down.red_primary = self.red_primary
             if self.abs_send_time_ext:
                 ext_id = self.abs_send_time_ext
                 self.down.ext_fn = lambda: abs_send_time_extension(ext_id, time.time())
@@ -201,6 +203,7 @@ class Subscription:
             receiver.subscribe(self.down)
         else:
             self.down.pt, self.down.rtx_pt, self.down.rtx_ssrc = self.pt, self.rtx_pt, self.rtx_ssrc
+            self.down.red_primary = self.red_primary
 
     def set_max_layer(self, layer: int) -> None:
         self.max_layer = layer
@@ -669,7 +672,7 @@ class RtcParticipant:
             elif m.kind not in ("audio", "video") or m.rejected:
                 sections.append(rejected_section(m))
             elif m.direction in ("sendonly", "sendrecv"):
-                codec = choose_publish_codec(m)
+                codec = choose_publish_codec(m, allow_red=self.red_allowed(m))
                 if codec is None:
                     sections.append(rejected_section(m))
                     continue
@@ -700,6 +703,15 @@ class RtcParticipant:
                     slot.sub.ready = True
                     slot.sub.attach()
             self.request_media_sections()
+
+    def red_allowed(self, m: sdplib.Media) -> bool:
+        """Whether the track a section carries may use audio RED (not `disable_red`)."""
+        track = self.tracks_by_mid.get(m.mid)
+        if track is not None:
+            return not track.info.disable_red and track.codec is not None and track.codec.name.lower() == "red"
+        info = self.pending.get(m.msid_track) or next(
+            (i for i in self.pending.values() if i.type == pm.TrackType.AUDIO and not i.mid), None)
+        return info is not None and not info.disable_red
 
     def bind_publish_section(self, m: sdplib.Media, codec: sdplib.Codec) -> None:
         """Tie an offered section to the pending AddTrackRequest it carries (LiveKit's matching:
@@ -893,6 +905,11 @@ class RtcParticipant:
             owner = sub.track.owner
             stream = pack_stream_id(owner.sid, sub.track.sid)
             codecs = [subscriber_codec(codec, sub.pt)]
+            if codec.name.lower() == "red":  # RED needs its primary codec alongside (and a fallback)
+                opus = TrackCodec("audio/opus", 48000, 2, "minptime=10;useinbandfec=1")
+                opus_pt = self.pt_for(opus)
+                codecs = [subscriber_codec(TrackCodec("audio/red", 48000, 2, f"{opus_pt}/{opus_pt}"), sub.pt),
+                          subscriber_codec(opus, opus_pt)]
             extmaps: list[tuple[int, str]] = []
             if sub.track.is_video:
                 if not sub.rtx_ssrc:
@@ -931,11 +948,16 @@ class RtcParticipant:
             return
         self.subscriber.set_remote(sd)
         for slot in self.slots:
-            if slot.sub is not None:
+            sub = slot.sub
+            if sub is not None:
                 m = sd.by_mid(slot.mid)
                 if m is not None and not m.rejected:
-                    slot.sub.ready = True
-                    slot.sub.attach()
+                    if sub.track.codec is not None and sub.track.codec.name.lower() == "red" and m.codecs:
+                        # the client answered with its preference: RED as is, or opus only
+                        sub.red_primary = m.codecs[0].name.lower() != "red"
+                        sub.pt = m.codecs[0].pt
+                    sub.ready = True
+                    sub.attach()
         self.sub_in_flight = False
         if self.sub_dirty:
             await self.negotiate_subscriber()
@@ -958,6 +980,14 @@ class RtcParticipant:
         if sub is None or sub.track.codec is None:
             return OutSection(m.mid, m.kind, "inactive", m.codecs[:1], accepted_extmaps(m))
         codec = codec_for_subscriber(m, sub.track.codec)
+        extra: list[sdplib.Codec] = []
+        sub.red_primary = False
+        if sub.track.codec.name.lower() == "red":
+            opus = next((c for c in m.codecs if c.name.upper() == "OPUS"), None)
+            if codec is None or opus is None:
+                codec, sub.red_primary = opus, True  # the client takes no RED: forward the primary
+            elif opus is not None:
+                extra = [sdplib.Codec(opus.pt, opus.name, opus.clock_rate, opus.channels, opus.fmtp)]
         if codec is None:
             log.warning("no_common_codec", identity=self.identity, track=sub.track.sid, mime=sub.track.codec.mime)
             slot.sub = None
@@ -967,7 +997,7 @@ class RtcParticipant:
         owner = sub.track.owner
         stream = pack_stream_id(owner.sid, sub.track.sid)
         fb = [f for f in codec.rtcp_fb if f in ("nack", "nack pli", "ccm fir", "goog-remb")]
-        codecs = [sdplib.Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp, fb)]
+        codecs = [sdplib.Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp, fb)] + extra
         rtx = next((c for c in m.codecs if c.name.lower() == "rtx" and c.fmtp_params().get("apt") == str(codec.pt)), None)
         if rtx is not None and sub.track.is_video:
             if not sub.rtx_ssrc:
@@ -1022,6 +1052,7 @@ class RtcParticipant:
                     if down is not None:
                         down.remote_loss = block.fraction_lost / 256
                         down.remote_jitter = block.jitter
+                        down.remote_counts = (block.highest_seq, block.cumulative_lost)
 
     @staticmethod
     def _keyframe_for(down: Optional[DownTrack]) -> None:

@@ -192,18 +192,59 @@ def subscribed_quality_update(track: pm.TrackInfo, codec_mime: str, max_layer: i
                                       subscribed_codecs=[pr.SubscribedCodec(codec=codec, qualities=subscribed)])
 
 
+LOSS_WEIGHT_VIDEO = 10.0
+LOSS_WEIGHT_OPUS = 8.0
+LOSS_WEIGHT_RED = 4.0
+FEC_DIVISOR = 1.5  # opus in-band FEC hides some loss
+SCORE_FLOOR = 30.0  # loss and delay alone never make a connection LOST
+
+
+def loss_weight(codec_name: str, inband_fec: bool = True) -> float:
+    """How much a percent of loss costs a track of this codec (LiveKit's scorer weights)."""
+    name = codec_name.lower().split("/")[-1]
+    if name == "red":
+        weight = LOSS_WEIGHT_RED
+    elif name == "opus":
+        weight = LOSS_WEIGHT_OPUS
+    else:
+        return LOSS_WEIGHT_VIDEO
+    return weight / FEC_DIVISOR if inband_fec else weight
+
+
+@dataclass
+class LossWindow:
+    """The loss fraction over one quality window, from cumulative (expected, lost) packet counts
+    (our receive statistics for a publisher's stream, the RR's highest sequence and cumulative
+    loss for a subscriber's)."""
+
+    expected: int = -1
+    lost: int = 0
+
+    def take(self, expected: int, lost: int) -> float | None:
+        """Loss since the previous call; None on the first call or when nothing was expected."""
+        first = self.expected < 0
+        d_expected, d_lost = expected - self.expected, lost - self.lost
+        self.expected, self.lost = expected, lost
+        if first or d_expected <= 0:
+            return None
+        return min(max(d_lost / d_expected, 0.0), 1.0)
+
+
 @dataclass
 class QualityScorer:
-    """One participant's connection quality over 5 s windows."""
+    """One participant's connection quality over 5 s windows (LiveKit's simplified E-model:
+    packet score from loss and jitter, layer score from the distance to the wanted layer, the
+    worst track counts, smoothed 0.4 rising / 0.8 falling, mapped to the four categories)."""
 
     score: float = 100.0
     quality: int = pm.ConnectionQuality.EXCELLENT
     samples: list[float] = field(default_factory=list)
 
-    def add(self, loss_fraction: float, jitter_ms: float, layer_distance: int = 0, video: bool = True) -> None:
+    def add(self, loss_fraction: float, jitter_ms: float, layer_distance: int = 0,
+            weight: float = LOSS_WEIGHT_VIDEO) -> None:
         delay = 2 * jitter_ms
         delay_effect = delay / 40 if delay <= 160 else (delay - 120) / 10
-        loss_effect = loss_fraction * 100 * (10 if video else 8)
+        loss_effect = loss_fraction * 100 * weight
         self.samples.append(100 - delay_effect - loss_effect - 35 * max(layer_distance, 0))
 
     def window(self) -> int:
@@ -211,7 +252,7 @@ class QualityScorer:
         raw = min(self.samples) if self.samples else self.score
         self.samples.clear()
         factor = 0.4 if raw > self.score else 0.8
-        self.score = max(30.0, factor * self.score + (1 - factor) * raw) if raw >= 30 else max(20.0, raw)
+        self.score = max(SCORE_FLOOR, factor * self.score + (1 - factor) * raw)
         s = self.score
         self.quality = (pm.ConnectionQuality.EXCELLENT if s > 80 else pm.ConnectionQuality.GOOD if s > 40
                         else pm.ConnectionQuality.POOR if s > 20 else pm.ConnectionQuality.LOST)

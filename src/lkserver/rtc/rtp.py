@@ -111,13 +111,17 @@ def payload_size(buf: bytes, h: RtpHeader) -> int:
     return max(size, 0)
 
 
-def rewrite(buf: bytes, h: RtpHeader, pt: int, seq: int, ts: int, ssrc: int, ext: bytes = b"") -> bytes:
+def rewrite(buf: bytes, h: RtpHeader, pt: int, seq: int, ts: int, ssrc: int, ext: bytes = b"",
+            payload: bytes | None = None) -> bytes:
     """The packet with a new PT, sequence number, timestamp and SSRC.
 
     CSRCs and the original header extensions are dropped; `ext` (a complete extension block,
     profile and length included) is written instead when given. Marker, padding and payload
     are kept.
     """
+    if payload is not None:  # a replaced payload (RED primary extraction) carries no padding
+        return RTP_HEADER.pack(0x80 | (0x10 if ext else 0), (h.marker << 7) | pt, seq & 0xFFFF,
+                               ts & 0xFFFFFFFF, ssrc) + ext + payload
     b0 = 0x80 | (h.padding << 5) | (0x10 if ext else 0)
     return RTP_HEADER.pack(b0, (h.marker << 7) | pt, seq & 0xFFFF, ts & 0xFFFFFFFF, ssrc) + ext + buf[h.payload_offset:]
 
@@ -238,6 +242,20 @@ def parse_nack(p: RtcpPacket) -> list[int]:
             if blp & (1 << i):
                 seqs.append((pid + i + 1) & 0xFFFF)
     return seqs
+
+
+def red_primary(payload: bytes) -> tuple[int, int] | None:
+    """(payload type, offset) of the primary block of an RFC 2198 RED payload, or None."""
+    pos, skip, n = 0, 0, len(payload)
+    while pos < n and payload[pos] & 0x80:
+        if pos + 4 > n:
+            return None
+        skip += ((payload[pos + 2] & 0x03) << 8) | payload[pos + 3]
+        pos += 4
+    if pos >= n:
+        return None
+    start = pos + 1 + skip
+    return (payload[pos] & 0x7F, start) if start <= n else None
 
 
 def parse_remb(p: RtcpPacket) -> tuple[int, list[int]] | None:

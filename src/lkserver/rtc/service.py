@@ -37,7 +37,15 @@ from .dtls import fingerprint_lines
 from .forward import UpTrack
 from .net import MediaNetwork, local_ipv4_addresses
 from .participant import JoinSettings, PublishedTrack, RtcParticipant
-from .quality import OFF, AllocationTrack, DynacastState, allocate, deficient, subscribed_quality_update
+from .quality import (
+    OFF,
+    AllocationTrack,
+    DynacastState,
+    allocate,
+    deficient,
+    loss_weight,
+    subscribed_quality_update,
+)
 from .transport import WebRtcTransport
 
 log = get_logger("lkserver.rtc")
@@ -837,37 +845,46 @@ class RtcService:
 
     def _connection_quality(self) -> None:
         """ConnectionQualityUpdate when a participant's category changes (LiveKit, every 5 s)."""
-        rooms: dict[str, list[pm.ConnectionQualityInfo]] = {}
+        rooms: dict[str, list[pr.ConnectionQualityInfo]] = {}
         for p in list(self.participants.values()):
             if p.closed:
                 continue
-            now = time.time()
             for track in p.tracks.values():
+                if track.info.muted:
+                    continue  # mute freezes the score
+                weight = loss_weight(track.codec.name if track.codec else "")
                 for up in (track.receiver.layers if track.receiver is not None else []):
                     if up is not None and up.packets:
-                        block = up.report_block(now)
-                        if block is not None:
-                            p.scorer.add(block.fraction_lost / 256, 1000 * up.jitter / up.clock_rate, 0, up.is_video)
+                        loss = up.quality_loss.take(*up.loss_counts())
+                        if loss is not None:
+                            p.scorer.add(loss, 1000 * up.jitter / up.clock_rate, 0, weight)
             for sub in p.subscriptions.values():
                 down = sub.down
-                if down is not None and down.current is not None:
-                    distance = min(down.desired_layer(), max((u.layer for u in down.receiver.layers if u), default=0)) \
-                        - down.current.layer
-                    p.scorer.add(down.remote_loss, 1000 * down.remote_jitter / down.receiver.clock_rate,
-                                 distance if down.receiver.is_video else 0, down.receiver.is_video)
+                if down is not None and down.current is not None and down.remote_counts is not None:
+                    loss = down.quality_loss.take(*down.remote_counts)
+                    if loss is None:
+                        continue
+                    layers = max((u.layer for u in down.receiver.layers if u), default=0)
+                    distance = min(down.desired_layer(), layers) - down.current.layer
+                    weight = loss_weight(sub.track.codec.name if sub.track.codec else "")
+                    p.scorer.add(loss, 1000 * down.remote_jitter / down.receiver.clock_rate,
+                                 distance if down.receiver.is_video else 0, weight)
             before = p.scorer.quality
             after = p.scorer.window()
             if after != before or not p.quality_sent:
                 p.quality_sent = True
-                rooms.setdefault(p.room.name, []).append(pm.ConnectionQualityInfo(
+                rooms.setdefault(p.room.name, []).append(pr.ConnectionQualityInfo(
                     participant_sid=p.sid, quality=after, score=round(p.scorer.mos, 2)))
         for room_name, updates in rooms.items():
             room = self.rooms.get_room(room_name)
             if room is None:
                 continue
-            msg = pr.SignalResponse(connection_quality=pr.ConnectionQualityUpdate(updates=updates))
             for p in self._rtc_participants(room):
-                p.send_signal(msg)
+                # each participant hears about itself and about those it subscribes to
+                watched = {p.sid} | {sub.track.owner.sid for sub in p.subscriptions.values()}
+                mine = [u for u in updates if u.participant_sid in watched]
+                if mine:
+                    p.send_signal(pr.SignalResponse(connection_quality=pr.ConnectionQualityUpdate(updates=mine)))
 
     # -- speakers --------------------------------------------------------------------------------
 

@@ -134,7 +134,7 @@ class HttpApp:
         self.exact: dict[str, RouteHandler] = {"/": self.handle_health}
         self.prefixes: list[tuple[str, RouteHandler]] = [("/twirp/", self.handle_twirp)]
         self.app = web.Application(client_max_size=max_body, handler_args={"max_field_size": 65536})
-        self.app.router.add_route("*", "/{tail:[\s\S]*}", self.dispatch)
+        self.app.router.add_route("*", r"/{tail:[\s\S]*}", self.dispatch)
 
     def add_route(self, path: str, handler: RouteHandler) -> None:
         self.exact[path] = handler
