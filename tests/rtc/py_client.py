@@ -15,6 +15,7 @@ import asyncio
 import json
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -62,6 +63,15 @@ async def main() -> int:
     t0 = time.monotonic()
     audio_buffers: dict[str, list] = {}
     first_frame: dict[str, float] = {}
+
+    def watchdog() -> None:  # a hung SDK call still yields a report the test can show
+        out["errors"].append("watchdog: the client did not finish in time")
+        print(json.dumps(out, default=str), flush=True)
+        os._exit(0)
+
+    timer = threading.Timer(a.seconds + 40, watchdog)
+    timer.daemon = True
+    timer.start()
 
     def ev(name: str, **kw) -> None:
         out["events"].append({"t": round(time.monotonic() - t0, 3), "event": name, **kw})
@@ -167,6 +177,10 @@ async def main() -> int:
     @room.on("disconnected")
     def on_disc(reason) -> None:
         ev("disconnected", reason=str(reason))
+
+    @room.on("connection_quality_changed")
+    def on_quality(p, quality) -> None:
+        ev("connection_quality", identity=p.identity, quality=int(quality))
 
     @room.on("participant_metadata_changed")
     def on_meta(p, old, new) -> None:
@@ -382,8 +396,12 @@ async def main() -> int:
     out["first_frame_s"] = {k: round(v - t0, 3) for k, v in first_frame.items()}
     for t in tasks:
         t.cancel()
-    await room.disconnect()
-    print(json.dumps(out))
+    try:
+        await asyncio.wait_for(room.disconnect(), 10)
+    except asyncio.TimeoutError:
+        out["errors"].append("disconnect timed out")
+    timer.cancel()
+    print(json.dumps(out), flush=True)
     return 0
 
 
