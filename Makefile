@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := tests/node/node_modules/.installed
 SYS_STAMP := .lkserver-sysdeps
 
-.PHONY: run test install node-deps system-deps bench lint clean
+.PHONY: run test install node-deps system-deps agents-deps bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +33,14 @@ node-deps: $(NODE_STAMP)
 system-deps:
 	./scripts/install-system-deps.sh
 
+# the agents tests' own venv (tests/agents/requirements-agents.txt): built here, with the network,
+# because the suite runs in a network namespace that has none
+agents-deps: install
+	$(PY) tests/agents/agentsfix.py
+
 # the suite runs in a private network namespace: WebRTC clients need a non-loopback interface
 # (scripts/in-netns.sh); everything else is unaffected by it
-test: install node-deps system-deps
+test: install node-deps system-deps agents-deps
 	./scripts/in-netns.sh $(PY) -m pytest -q -ra
 
 bench: install

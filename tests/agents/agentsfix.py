@@ -25,9 +25,16 @@ def agents_python() -> str:
     py = AGENTS_VENV / "bin" / "python"
     if not (stamp.exists() and stamp.read_text() == want and py.exists()):
         subprocess.run([sys.executable, "-m", "venv", str(AGENTS_VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)], check=True)
+        pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "-r", str(REQUIREMENTS)])
+        if pip.returncode:
+            raise RuntimeError(f"could not install {REQUIREMENTS.name} into {AGENTS_VENV} (no network in the "
+                               "test namespace? `make test` builds it first: `make agents-deps`)")
         stamp.write_text(want)
     return str(py)
+
+
+if __name__ == "__main__":  # `make agents-deps`
+    print(agents_python())
 
 
 class Worker:
