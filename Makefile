@@ -21,11 +21,8 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/lkserver serve --dev
 
-# `npm ci` refuses the lock while package.json overrides @livekit/rtc-ffi-bindings to a release
-# that has no binaries for other platforms (its darwin/win/arm optional packages do not exist);
-# `npm install` installs the same locked versions and leaves the lock as it is
 $(NODE_STAMP): tests/node/package.json tests/node/package-lock.json
-	cd tests/node && (npm ci --no-audit --no-fund --loglevel=silent 2>/dev/null || npm install --no-audit --no-fund --loglevel=error)
+	cd tests/node && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 node-deps: $(NODE_STAMP)
