@@ -24,6 +24,7 @@ def sh(*cmd: str) -> None:
 class ShapedLink:
     def __init__(self) -> None:
         self.procs: list[asyncio.subprocess.Process] = []
+        self.upstream_loss = 0
 
     def create(self) -> "ShapedLink":
         subprocess.run(["ip", "link", "del", DEV], capture_output=True)
@@ -35,7 +36,8 @@ class ShapedLink:
     async def spawn(self, *cmd: str) -> asyncio.subprocess.Process:
         """Run a command in a fresh namespace on the far side of the link."""
         script = (f"ip link set lo up; while ! ip link show {PEER} >/dev/null 2>&1; do sleep 0.05; done; "
-                  f"ip addr add {CLIENT_IP}/24 dev {PEER}; ip link set {PEER} up; exec \"$@\"")
+                  f"ip addr add {CLIENT_IP}/24 dev {PEER}; ip link set {PEER} up; {self._upstream_setup()}"
+                  'exec "$@"')
         proc = await asyncio.create_subprocess_exec(
             "unshare", "--net", "--", "sh", "-c", script, "shaped", *cmd,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -61,6 +63,22 @@ class ShapedLink:
         sh("tc", "qdisc", "add", "dev", DEV, "parent", "1:20", "pfifo", "limit", "1")
         sh("tc", "filter", "add", "dev", DEV, "parent", "1:", "protocol", "ip", "u32",
            "match", "u16", "0x0000", hex(n - 1), "at", "4", "flowid", "1:20")
+
+    def lose_upstream_one_in(self, n: int) -> None:
+        """Drop about 1 in n packets the next spawned client sends (its own side of the link is
+        shaped like `lose_one_in`'s; this kernel has no tc actions to drop on ingress)."""
+        self.upstream_loss = n
+
+    def _upstream_setup(self) -> str:
+        n = self.upstream_loss
+        if not n:
+            return ""
+        return (f"tc qdisc add dev {PEER} root handle 1: htb default 10 && "
+                f"tc class add dev {PEER} parent 1: classid 1:10 htb rate 1gbit && "
+                f"tc class add dev {PEER} parent 1: classid 1:20 htb rate 8bit ceil 8bit && "
+                f"tc qdisc add dev {PEER} parent 1:20 pfifo limit 1 && "
+                f"tc filter add dev {PEER} parent 1: protocol ip u32 match u16 0x0000 {hex(n - 1)} at 4 flowid 1:20 "
+                "|| exit 97; ")
 
     def clear(self) -> None:
         subprocess.run(["tc", "qdisc", "del", "dev", DEV, "root"], capture_output=True)

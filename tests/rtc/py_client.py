@@ -311,7 +311,8 @@ async def main() -> int:
                             o = st.outbound_rtp
                             row[o.outbound.rid or "-"] = [o.sent.bytes_sent, o.outbound.active,
                                                           o.outbound.frame_width, o.outbound.frame_height,
-                                                          o.outbound.frames_sent]
+                                                          o.outbound.frames_sent, o.outbound.nack_count,
+                                                          o.outbound.retransmitted_packets_sent]
                     out["sender_stats"].append(row)
 
             tasks.append(asyncio.ensure_future(sample()))

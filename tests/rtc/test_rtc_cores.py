@@ -445,3 +445,77 @@ def test_connection_quality_scorer_and_loss_window():
         scorer.add(0.0, 5.0)
         last = scorer.window()
     assert last == pm.ConnectionQuality.EXCELLENT and 4.0 < scorer.mos <= 4.5
+
+
+def test_publisher_rtx_is_answered_and_unwrapped():
+    offer = sdp.parse((DATA / "rust_sdk_v1_publish_offer.sdp").read_text())
+    assert [c.name for c in offer.media[8].codecs] == ["VP8"]  # the Rust SDK publishes without RTX ...
+    cam = offer.media[3]  # ... but its video sections offer it (as browsers' publishing sections do)
+    codec = negotiation.choose_publish_codec(cam)
+    repair = negotiation.publish_rtx(cam, codec)
+    assert repair is not None and repair.fmtp_params()["apt"] == str(codec.pt)
+    names = [c.name.lower() for c in negotiation.answer_publish_section(cam, codec, rtx=True).codecs]
+    assert names == [codec.name.lower(), "rtx"]
+    assert [c.name.lower() for c in negotiation.answer_publish_section(cam, codec).codecs] == [codec.name.lower()]
+    # an RFC 4588 packet: RTX PT and SSRC, the original sequence number first in the payload
+    wrapped = packet(seq=7, ts=9000, ssrc=555, pt=97, marker=1, payload=struct.pack("!H", 4242) + b"frame")
+    original = rtp.unwrap_rtx(wrapped, rtp.parse_rtp(wrapped), 96, 100)
+    h = rtp.parse_rtp(original)
+    assert (h.pt, h.seq, h.ts, h.ssrc, h.marker) == (96, 4242, 9000, 100, 1)
+    assert original[h.payload_offset:] == b"frame"
+    probe = packet(seq=8, ts=9000, ssrc=555, pt=97, payload=b"", padding=200)
+    assert rtp.unwrap_rtx(probe, rtp.parse_rtp(probe), 96, 100) is None  # padding only
+
+
+def test_nack_builder_round_trips():
+    seqs = [65530, 65531, 65535, 0, 3, 40]
+    [p] = list(rtp.iter_rtcp(rtp.build_nack(1, 2, seqs)))
+    assert rtp.feedback_ssrcs(p) == (1, 2)
+    assert rtp.parse_nack(p) == seqs
+
+
+def test_publisher_losses_are_nacked_and_repairs_forwarded_once():
+    sent: list[bytes] = []
+    receiver = TrackReceiver("TR_V", "vp8", 90000, True, lambda s: None)
+    up = receiver.add_layer(100, 0)
+    up.nack_enabled = True
+    down = DownTrack(receiver, "PA_x", 9, 96, sent.append, lambda b: None)
+    receiver.subscribe(down)
+
+    def at(seq: int, t: float, repair: bool = False) -> None:
+        buf = packet(seq=seq, ts=seq * 3000, ssrc=100, pt=96, payload=vp8_payload(seq, seq == 10))
+        (up.on_repair if repair else up.on_rtp)(buf, rtp.parse_rtp(buf), t)
+
+    at(10, 0.0)
+    at(11, 0.01)
+    at(14, 0.02)  # 12 and 13 lost
+    assert up.nacks_due(0.05) == [12, 13]
+    assert up.nacks_due(0.1) == []  # asked 50 ms ago
+    at(12, 0.12, repair=True)
+    assert up.nacks_due(0.16) == [13]
+    assert up.nacks_due(0.27) == [13] and up.nacks_due(0.4) == [] and 13 not in up.missing  # three tries
+    at(12, 0.5, repair=True)  # a duplicate repair is not forwarded again
+    out = [rtp.parse_rtp(b).seq - rtp.parse_rtp(sent[0]).seq for b in sent]
+    assert out == [0, 1, 4, 2] and up.repaired == 1
+    expected, lost = up.loss_counts()
+    assert (expected, lost) == (5, 1)
+    at(300, 0.6)  # a gap too wide to repair packet by packet is left to a keyframe
+    assert up.nacks_due(0.7) == []
+
+
+def test_late_packet_from_before_a_layer_switch_is_dropped():
+    sent: list[bytes] = []
+    receiver = TrackReceiver("TR_V", "vp8", 90000, True, lambda s: None)
+    for layer, ssrc in ((0, 100), (2, 102)):
+        receiver.add_layer(ssrc, layer)
+    down = DownTrack(receiver, "PA_x", 9, 96, sent.append, lambda b: None)
+    down.max_layer = 0
+    receiver.subscribe(down)
+    feed(receiver, 0, 1000, 50000, vp8_payload(700, True))
+    down.max_layer = 2
+    down.select()
+    feed(receiver, 2, 9002, 906000, vp8_payload(30002, True))  # switch
+    feed(receiver, 2, 9001, 903000, vp8_payload(30001, False))  # late, from before the switch
+    feed(receiver, 2, 9003, 909000, vp8_payload(30003, False))
+    seqs = [rtp.parse_rtp(b).seq for b in sent]
+    assert len(sent) == 3 and seqs[1] == (seqs[0] + 1) & 0xFFFF and seqs[2] == (seqs[0] + 2) & 0xFFFF

@@ -157,3 +157,20 @@ async def test_connection_quality_follows_the_link(shaped):
     assert {q for _, q in qualities(report, "cam")} == {EXCELLENT}, report["events"]
     assert {q for _, q in qualities(cam, "cam")} == {EXCELLENT}, cam["events"]
     assert not qualities(cam, "far"), cam["events"]  # updates go to subscribers of a participant only
+
+
+async def test_publisher_losses_are_repaired_before_forwarding(shaped):
+    link, server = shaped
+    room = "mq-upstream-loss"
+    link.lose_upstream_one_in(32)  # about 3 % of what the publisher sends us
+    viewer = asyncio.ensure_future(py_client(server, token("viewer", room), "--seconds", "17", "--receiver-stats"))
+    await asyncio.sleep(1.0)
+    cam = await shaped_py_client(link, f"ws://{SERVER_IP}:{server.port}", token("cam", room), "--seconds", "14",
+                                 "--publish-video", "640x360", "--sender-stats")
+    report = await viewer
+    sender = [row["-"] for row in cam["sender_stats"] if "-" in row]
+    stats = next(iter(report["receiver_stats"].values()))
+    assert sender[-1][5] > 0 and sender[-1][6] > 0, sender[-1]  # we NACKed, the publisher retransmitted
+    last = stats[-1]
+    assert last["lost"] <= 0.005 * last["received"], stats  # the viewer barely sees the upstream loss
+    assert last["decoded"] >= 0.9 * sender[-1][4] - 15, (last, sender[-1])

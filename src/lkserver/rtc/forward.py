@@ -40,6 +40,13 @@ LOW, MEDIUM, HIGH = 0, 1, 2
 MAX_LAYERS = 3
 RID_LAYER = {"q": LOW, "h": MEDIUM, "f": HIGH}
 KEYFRAME_THROTTLE = 0.5  # per layer, as LiveKit throttles PLIs to a publisher
+# NACKs to publishers (LiveKit's nack queue): a missing packet is asked for up to 3 times, 100 ms
+# apart, for at most a second; gaps wider than 100 packets are left to a keyframe
+NACK_TRIES = 3
+NACK_RETRY = 0.1
+NACK_MAX_AGE = 1.0
+NACK_MAX_GAP = 100
+NACK_MAX_MISSING = 256
 HISTORY = 256  # packets a video DownTrack can retransmit (about 1 s of 720p)
 RTX_MAX_TRIES = 3
 RTX_MIN_INTERVAL = 0.1
@@ -128,6 +135,7 @@ class UpTrack:
         self.audio_level_ext = audio_level_ext
         self.layer = layer
         self.rid = rid
+        self.pt = 0  # the payload type it arrives with (retransmissions are restored to it)
         self.downs: list[DownTrack] = []
         self.on_audio_level: Optional[Callable[[int], None]] = None
         # receive statistics (RFC 3550 A.1, A.3, A.8)
@@ -148,6 +156,11 @@ class UpTrack:
         self.bitrate = 0.0  # bits/s over the last rate window
         self._rate_bytes = 0
         self._rate_since = 0.0
+        # loss repair upstream: sequence numbers we NACK the publisher for
+        self.nack_enabled = False
+        self.missing: dict[int, list[float]] = {}  # seq -> [next NACK at, tries, first missed at]
+        self.nacks_sent = 0
+        self.repaired = 0
 
     def on_rtp(self, buf: bytes, h: RtpHeader, arrival: float) -> None:
         self.packets += 1
@@ -156,31 +169,65 @@ class UpTrack:
         self._rate_bytes += size
         self.last_packet_at = arrival
         seq = h.seq
+        in_order = True
         if self.base_seq < 0:
             self.base_seq = self.max_seq = seq
             self.first_packet_at = self._rate_since = arrival
         else:
             delta = (seq - self.max_seq) & 0xFFFF
             if 0 < delta < 0x8000:
+                if delta > 1 and self.nack_enabled:
+                    self._missed(self.max_seq + 1, delta - 1, arrival)
                 if seq < self.max_seq:
                     self.cycles += 0x10000
                 self.max_seq = seq
+            else:
+                in_order = False
+                if self.missing and self.missing.pop(seq, None) is not None:
+                    self.repaired += 1
         if arrival - self._rate_since >= 1.0:
             rate = self._rate_bytes * 8 / (arrival - self._rate_since)
             # smoothed: keyframes make single windows swing several-fold
             self.bitrate = rate if not self.bitrate else 0.7 * self.bitrate + 0.3 * rate
             self._rate_bytes, self._rate_since = 0, arrival
-        transit = arrival * self.clock_rate - h.ts
-        if self.last_transit is not None:
-            d = abs(transit - self.last_transit)
-            self.jitter += (d - self.jitter) / 16
-        self.last_transit = transit
+        if in_order:  # late and repaired packets say nothing about the path's jitter
+            transit = arrival * self.clock_rate - h.ts
+            if self.last_transit is not None:
+                d = abs(transit - self.last_transit)
+                self.jitter += (d - self.jitter) / 16
+            self.last_transit = transit
         if self.audio_level_ext and self.on_audio_level is not None:
             level = get_extension(buf, h, self.audio_level_ext)
             if level:
                 self.on_audio_level(level[0] & 0x7F)
         for d in self.downs:
             d.forward(buf, h, self)
+
+    def on_repair(self, buf: bytes, h: RtpHeader, arrival: float) -> None:
+        """A retransmission (unwrapped from RTX): forwarded if we were still missing it."""
+        if h.seq in self.missing:
+            self.on_rtp(buf, h, arrival)  # out of order: counted as repaired there
+
+    def _missed(self, first: int, count: int, now: float) -> None:
+        if count > NACK_MAX_GAP:
+            return  # too much to repair packet by packet: the subscribers' PLIs bring a keyframe
+        for i in range(count):
+            self.missing[(first + i) & 0xFFFF] = [now, 0, now]
+        while len(self.missing) > NACK_MAX_MISSING:
+            del self.missing[next(iter(self.missing))]
+
+    def nacks_due(self, now: float) -> list[int]:
+        """Sequence numbers to NACK now (oldest first); forgets those asked for too often or too long."""
+        due = []
+        for seq, entry in list(self.missing.items()):
+            if entry[1] >= NACK_TRIES or now - entry[2] > NACK_MAX_AGE:
+                del self.missing[seq]
+            elif now >= entry[0]:
+                due.append(seq)
+                entry[0] = now + NACK_RETRY
+                entry[1] += 1
+        self.nacks_sent += len(due)
+        return due
 
     def active(self, now: float) -> bool:
         return self.packets > 0 and now - self.last_packet_at < LAYER_IDLE
@@ -298,6 +345,7 @@ class DownTrack:
         self.last_out_seq = -1
         self.last_out_ts = 0
         self.last_out_at = 0.0
+        self.switch_seq = 0  # packets of `current` before this input sequence number are dropped
         self.switches = 0
         # VP8 descriptor rewriting, active after the first layer switch
         self.vp8 = receiver.codec_name == "vp8"
@@ -372,6 +420,8 @@ class DownTrack:
                 up.request_keyframe()
                 return
             self._switch(buf, h, up)
+        elif ((h.seq - self.switch_seq) & 0xFFFF) >= 0x8000:
+            return  # a late (repaired) packet from before the switch: its number is taken
         out_seq = (h.seq + self.seq_offset) & 0xFFFF
         size = len(buf) - h.payload_offset
         if h.padding and size and size <= buf[-1]:
@@ -384,6 +434,8 @@ class DownTrack:
             self.last_out_seq = out_seq
             self.last_out_ts = out_ts
             self.last_out_at = time.monotonic()
+            if ((h.seq - self.switch_seq) & 0xFFFF) > 0x2000:
+                self.switch_seq = (h.seq - 0x1000) & 0xFFFF  # trails behind; far older packets are void
         self.packets_sent += 1
         self.octets_sent += size
         ext = self.ext_fn() if self.ext_fn is not None else b""
@@ -420,6 +472,7 @@ class DownTrack:
             if self.vp8:
                 self._vp8_continue(buf[h.payload_offset:])
         self.current = up
+        self.switch_seq = h.seq
         self._bind()
         if self.on_layer_switch is not None:
             self.on_layer_switch(up.layer)

@@ -197,11 +197,23 @@ def accepted_extmaps(m: Media) -> list[tuple[int, str]]:
     return [(e.id, e.uri) for e in m.extmaps if e.uri in wanted]
 
 
-def answer_publish_section(m: Media, codec: Codec) -> OutSection:
-    """Our answer to a section the client sends media on."""
+def publish_rtx(m: Media, codec: Codec) -> Codec | None:
+    """The RTX format (RFC 4588) the client offers for a video codec, if any."""
+    if m.kind != "video":
+        return None
+    return next((c for c in m.codecs if c.name.lower() == "rtx" and c.fmtp_params().get("apt") == str(codec.pt)),
+                None)
+
+
+def answer_publish_section(m: Media, codec: Codec, rtx: bool = False) -> OutSection:
+    """Our answer to a section the client sends media on; with `rtx`, the codec's RTX format too
+    (retransmissions we ask for with NACKs then come on their own stream)."""
     fb = PUBLISH_AUDIO_FB if m.kind == "audio" else PUBLISH_VIDEO_FB
     codecs = [Codec(codec.pt, codec.name, codec.clock_rate, codec.channels, codec.fmtp,
                     [f for f in fb if f in codec.rtcp_fb])]
+    repair = publish_rtx(m, codec) if rtx else None
+    if repair is not None:
+        codecs.append(Codec(repair.pt, repair.name, repair.clock_rate, 0, repair.fmtp))
     if codec.name.upper() == "RED":  # the primary codec goes along (red carries opus)
         opus = next(c for c in m.codecs if c.name.upper() == "OPUS")
         codecs.append(Codec(opus.pt, opus.name, opus.clock_rate, opus.channels, opus.fmtp,

@@ -40,6 +40,7 @@ from .negotiation import (
     answer_application_section,
     accepted_extmaps,
     answer_publish_section,
+    publish_rtx,
     choose_publish_codec,
     codec_for_subscriber,
     pack_stream_id,
@@ -57,6 +58,7 @@ from .rtp import (
     PSFB_AFB,
     PSFB_FIR,
     PSFB_PLI,
+    build_nack,
     build_pli,
     build_rr,
     feedback_ssrcs,
@@ -68,6 +70,7 @@ from .rtp import (
     parse_remb,
     parse_report_blocks,
     parse_rtp,
+    unwrap_rtx,
     parse_sr,
 )
 from .quality import ChannelObserver, QualityScorer
@@ -120,6 +123,8 @@ class PublishedTrack:
         self.subscriptions: dict[str, "Subscription"] = {}  # subscriber identity -> subscription
         self.audio_level_ext = 0
         self.dynacast: Any = None  # quality.DynacastState once published (video)
+        self.rtx_pt = 0  # the publisher's RTX payload type for this track (video), 0 without
+        self.nack = False  # we may NACK the publisher for lost packets
 
     @property
     def sid(self) -> str:
@@ -259,6 +264,9 @@ class RtcParticipant:
         self.tracks_by_mid: dict[str, PublishedTrack] = {}
         self.ups_by_ssrc: dict[int, UpTrack] = {}
         self.ignored_ssrcs: set[int] = set()
+        self.rtx_primary: dict[int, int] = {}  # RTX SSRC -> media SSRC (a=ssrc-group:FID)
+        self.rtx_ups: dict[int, UpTrack] = {}  # RTX SSRC -> the stream it repairs
+        self.rtx_pts: set[int] = set()  # RTX payload types of the sections we receive
         self.mid_ext = self.rid_ext = self.rrid_ext = self.twcc_ext = 0
         self.twcc = TwccRecorder(SERVER_SSRC)
         self.last_offer: Optional[sdplib.SessionDescription] = None
@@ -678,7 +686,7 @@ class RtcParticipant:
                     continue
                 self.bind_publish_section(m, codec)
                 sending_mids.add(m.mid)
-                sections.append(answer_publish_section(m, codec))
+                sections.append(answer_publish_section(m, codec, rtx=True))
             elif m.direction == "recvonly" and self.settings.single_pc:
                 sections.append(self.answer_subscribe_slot(m))
             else:
@@ -742,8 +750,13 @@ class RtcParticipant:
             info.simulcast = len(rids) > 1
         for ssrc in m.primary_ssrcs():
             track.ssrcs[ssrc] = 0
-        for rtx in m.rtx_pairs().values():
-            self.ignored_ssrcs.add(rtx)
+        repair = publish_rtx(m, codec)
+        track.rtx_pt = repair.pt if repair is not None else 0
+        if repair is not None:
+            self.rtx_pts.add(repair.pt)
+        track.nack = track.is_video and "nack" in codec.rtcp_fb
+        for media, rtx in m.rtx_pairs().items():
+            self.rtx_primary[rtx] = media
         self.tracks[info.sid] = track
         self.tracks_by_mid[m.mid] = track
 
@@ -761,6 +774,18 @@ class RtcParticipant:
         if up is not None:
             up.on_rtp(buf, h, time.monotonic())
             return
+        rtx_up = self.rtx_ups.get(h.ssrc)
+        if rtx_up is None and (h.pt in self.rtx_pts or h.ssrc in self.rtx_primary):
+            rtx_up = self.repaired_stream(buf, h)
+            if rtx_up is None:
+                return  # repairs a stream that has not arrived yet
+        if rtx_up is not None:
+            original = unwrap_rtx(buf, h, rtx_up.pt, rtx_up.ssrc)
+            if original is not None:  # (padding-only packets are the publisher's probes)
+                oh = parse_rtp(original)
+                if oh is not None:
+                    rtx_up.on_repair(original, oh, time.monotonic())
+            return
         if h.ssrc in self.ignored_ssrcs:
             return
         found = self.stream_for_new_ssrc(buf, h)
@@ -772,6 +797,8 @@ class RtcParticipant:
             # a new SSRC for a layer we have (the publisher restarted its encoder)
             self.ups_by_ssrc.pop(receiver.layers[layer].ssrc, None)
         up = receiver.add_layer(h.ssrc, layer, rid)
+        up.pt = h.pt
+        up.nack_enabled = track.nack
         self.ups_by_ssrc[h.ssrc] = up
         for v in track.info.layers:
             if v.quality == layer or len(track.info.layers) == 1:
@@ -783,6 +810,28 @@ class RtcParticipant:
                 self.service.observe_audio(self, track, up)
             self.service.publish(self, track)
         up.on_rtp(buf, h, time.monotonic())
+
+    def repaired_stream(self, buf: bytes, h: Any) -> Optional[UpTrack]:
+        """The stream an RTX SSRC seen for the first time repairs: by the offer's FID group, by
+        the repaired-rtp-stream-id of a simulcast layer, or by the RTX payload type of a
+        single-stream section. Learned once per SSRC."""
+        up = None
+        media = self.rtx_primary.get(h.ssrc)
+        if media is not None:
+            up = self.ups_by_ssrc.get(media)
+        elif self.mid_ext:
+            mid = get_extension(buf, h, self.mid_ext)
+            track = self.tracks_by_mid.get(mid.decode(errors="replace")) if mid else None
+            if track is not None and track.receiver is not None:
+                rrid = get_extension(buf, h, self.rrid_ext) if self.rrid_ext else None
+                if rrid and track.rid_layers:
+                    layer = track.rid_layers.get(rrid.decode(errors="replace"))
+                    up = track.receiver.layers[layer] if layer is not None else None
+                elif h.pt == track.rtx_pt and not track.rid_layers:
+                    up = track.receiver.primary
+        if up is not None:
+            self.rtx_ups[h.ssrc] = up
+        return up
 
     def stream_for_new_ssrc(self, buf: bytes, h: Any) -> Optional[tuple[PublishedTrack, int, str]]:
         """(track, simulcast layer, rid) of a stream seen for the first time (reference
@@ -826,6 +875,19 @@ class RtcParticipant:
     def on_single_rtcp(self, buf: bytes) -> None:
         self.on_publisher_rtcp(buf)
         self.on_subscriber_rtcp(buf)
+
+    def send_nacks(self, now: float) -> None:
+        """NACK the publisher for the packets its streams are missing (on the 50 ms tick)."""
+        if self.publisher is None and not self.settings.single_pc:
+            return
+        transport = self.media_transport_for_publish()
+        if not transport.connected:
+            return
+        for up in self.ups_by_ssrc.values():
+            if up.missing:
+                seqs = up.nacks_due(now)
+                if seqs:
+                    transport.send_rtcp(build_nack(SERVER_SSRC, up.ssrc, seqs))
 
     def send_twcc_feedback(self) -> None:
         if self.twcc_ext and self.publisher is not None and self.publisher.connected:

@@ -232,6 +232,32 @@ def build_pli(sender_ssrc: int, media_ssrc: int) -> bytes:
     return RTCP_HEADER.pack(0x80 | PSFB_PLI, RTCP_PSFB, 2) + U32.pack(sender_ssrc) + U32.pack(media_ssrc)
 
 
+def build_nack(sender_ssrc: int, media_ssrc: int, seqs: list[int]) -> bytes:
+    """A generic NACK (RFC 4585 §6.2.1) asking for `seqs`, packed as PID + bitmask pairs."""
+    fci = bytearray()
+    pending = sorted(set(s & 0xFFFF for s in seqs), key=lambda s: ((s - seqs[0]) & 0xFFFF))
+    i = 0
+    while i < len(pending):
+        pid, blp = pending[i], 0
+        i += 1
+        while i < len(pending) and 0 < ((pending[i] - pid) & 0xFFFF) <= 16:
+            blp |= 1 << (((pending[i] - pid) & 0xFFFF) - 1)
+            i += 1
+        fci += struct.pack("!HH", pid, blp)
+    return RTCP_HEADER.pack(0x80 | RTPFB_NACK, RTCP_RTPFB, 2 + len(fci) // 4) + U32.pack(sender_ssrc) \
+        + U32.pack(media_ssrc) + bytes(fci)
+
+
+def unwrap_rtx(buf: bytes, h: RtpHeader, pt: int, ssrc: int) -> bytes | None:
+    """The original packet an RFC 4588 retransmission carries (its OSN, the media PT and SSRC),
+    or None for padding-only packets (bandwidth probes on the RTX stream)."""
+    end = len(buf) - (buf[-1] if h.padding else 0)
+    if end - h.payload_offset < 3:
+        return None
+    osn = (buf[h.payload_offset] << 8) | buf[h.payload_offset + 1]
+    return RTP_HEADER.pack(0x80, (h.marker << 7) | pt, osn, h.ts, ssrc) + buf[h.payload_offset + 2:end]
+
+
 def parse_nack(p: RtcpPacket) -> list[int]:
     """Sequence numbers a generic NACK (RFC 4585 §6.2.1) asks for."""
     seqs = []

@@ -585,10 +585,12 @@ class RtcService:
         p.tracks.pop(track.sid, None)
         if p.tracks_by_mid.get(track.mid) is track:
             del p.tracks_by_mid[track.mid]
-        for up in track.receiver.layers if track.receiver is not None else []:
-            if up is not None:
-                p.ups_by_ssrc.pop(up.ssrc, None)
-                self.retired["received_packets"] += up.packets
+        gone = [up for up in (track.receiver.layers if track.receiver is not None else []) if up is not None]
+        for up in gone:
+            p.ups_by_ssrc.pop(up.ssrc, None)
+            self.retired["received_packets"] += up.packets
+        for ssrc in [s for s, up in p.rtx_ups.items() if up in gone]:
+            del p.rtx_ups[ssrc]
 
     def arrived(self, p: RtcParticipant) -> None:
         """A participant moved into p.room: tell it (RoomMovedResponse), republish, subscribe."""
@@ -836,6 +838,7 @@ class RtcService:
         now = time.monotonic()
         for p in list(self.participants.values()):
             p.send_twcc_feedback()
+            p.send_nacks(now)
             if p.probe_until <= now or p.closed:
                 continue
             down = next((s.down for s in p.subscriptions.values()
