@@ -64,16 +64,19 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
         self.lines = []
-        self._listening.clear()
+        self._listening = threading.Event()  # one per process: an old pump cannot set the new one's
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env=self.env, cwd=str(ROOT))
-        threading.Thread(target=self._pump, args=(self.proc,), daemon=True).start()
-        if not self._listening.wait(timeout):
+        threading.Thread(target=self._pump, args=(self.proc, self._listening), daemon=True).start()
+        if not self._listening.wait(timeout) or not self.port_known():
             self.kill()
             raise RuntimeError("lkserver did not start:\n" + "".join(self.lines[-40:]))
         return self
 
-    def _pump(self, proc: subprocess.Popen) -> None:
+    def port_known(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None and any(LISTEN_RE.search(ln) for ln in self.lines)
+
+    def _pump(self, proc: subprocess.Popen, listening: threading.Event) -> None:
         assert proc.stderr is not None
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.data_dir / "server.log", "a")  # kept for post-mortems of failed tests
@@ -84,7 +87,8 @@ class ServerProcess:
             m = LISTEN_RE.search(line)
             if m:
                 self.port = int(m.group(2))
-                self._listening.set()
+                listening.set()
+        listening.set()  # exited: start() stops waiting and reports it
 
     def log_text(self) -> str:
         return "".join(self.lines)
