@@ -9,7 +9,10 @@
 //                              "dataTopic": T, "rpcMethod": M, "callRpc": "ID:METHOD:PAYLOAD",
 //                              "muteAfter": S, "waitFor": ID, "simulate": SCENARIO,
 //                              "simulateAfter": S, "autoSubscribe": bool,
-//                              "room": NAME, "waitActive": [IDENTITY, ...] }, ... ],
+//                              "room": NAME, "waitActive": [IDENTITY, ...],
+//                              media quality: "camera", "fps", "adaptiveStream", "dynacast", "videoSize",
+//                              "resizeVideo", "videoQuality", "layerActive", "videoSamples",
+//                              "senderStats", "degradationPreference" (see index.html) }, ... ],
 //          "api": { "key": K, "secret": S } }
 // waitActive delays a participant until those participants are ACTIVE in `room` per the server's
 // RoomService (their transport connected, so reliable data reaches them).
