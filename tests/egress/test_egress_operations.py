@@ -306,3 +306,28 @@ async def test_records_survive_restarts(tmp_path, redis_url, backend):
         assert [i.egress_id for i in everything.items] == [a.egress_id, b.egress_id]
     finally:
         server.stop()
+
+
+async def test_room_is_recording_while_an_egress_is_active(eg_server):
+    from rtcfix import py_client, token
+
+    room = "rec-flag"
+    async with lkapi(eg_server) as lk:
+        await lk.room.create_room(api.CreateRoomRequest(name=room))
+        async with Publisher(eg_server, room, "tone", "--audio", "440"):
+            viewer = asyncio.ensure_future(py_client(eg_server, token("viewer", room), "--seconds", "10",
+                                                     "--no-auto-subscribe"))
+            await asyncio.sleep(2.0)
+            info = await lk.egress.start_room_composite_egress(api.RoomCompositeEgressRequest(
+                room_name=room, audio_only=True, file_outputs=[api.EncodedFileOutput(filepath="rec/flag")]))
+            await wait_status(lk, info.egress_id, (S.EGRESS_ACTIVE,))
+            listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
+            assert listed.rooms[0].active_recording
+            await asyncio.sleep(2.0)
+            await lk.egress.stop_egress(api.StopEgressRequest(egress_id=info.egress_id))
+            await wait_status(lk, info.egress_id, (S.EGRESS_COMPLETE,))
+            listed = await lk.room.list_rooms(api.ListRoomsRequest(names=[room]))
+            assert not listed.rooms[0].active_recording
+            report = await viewer
+    # the participant's SDK saw the room start and stop recording (RoomUpdate)
+    assert [e["recording"] for e in report["events"] if e["event"] == "room_updated"] == [True, False], report

@@ -178,6 +178,10 @@ async def main() -> int:
     def on_disc(reason) -> None:
         ev("disconnected", reason=str(reason))
 
+    @room.on("room_updated")
+    def on_room_updated() -> None:
+        ev("room_updated", recording=room.is_recording)
+
     @room.on("connection_quality_changed")
     def on_quality(p, quality) -> None:
         ev("connection_quality", identity=p.identity, quality=int(quality))

@@ -550,6 +550,13 @@ class EgressManager:
         await self.save(job)
         self._publish(EventName.EGRESS_UPDATED, job)
         log.info("egress_active", egress_id=job.egress_id)
+        await self._update_recording(job.plan.room_name)
+
+    async def _update_recording(self, room_name: str) -> None:
+        """The room is recording while any of its egresses is active (Room.active_recording)."""
+        if room_name:
+            active = any(j.plan.room_name == room_name and j.info.status == S.EGRESS_ACTIVE for j in self.jobs.values())
+            await self.rooms.set_active_recording(room_name, active)
 
     async def end(self, job: EgressJob, reason: str) -> None:
         """SendEOS: ACTIVE -> ENDING with the reason; the worker finishes and reports."""
@@ -663,6 +670,7 @@ class EgressManager:
         self._publish(EventName.EGRESS_ENDED, job)
         log.info("egress_ended", egress_id=job.egress_id, status=S.Name(info.status), error=info.error or "-",
                  dropped=job.dropped)
+        await self._update_recording(job.plan.room_name)
         for t in job.tasks:
             if t is not asyncio.current_task():
                 t.cancel()

@@ -203,6 +203,16 @@ class RoomManager:
             listener(room)
         return room.to_proto()
 
+    async def set_active_recording(self, name: str, active: bool) -> None:
+        """Room.active_recording (an egress of the room is recording); clients get a RoomUpdate."""
+        room = self.get_room(name)
+        if room is None or room.closed or room.info.active_recording == active:
+            return
+        room.info.active_recording = active
+        await self._persist_room_state(room)
+        for listener in self._room_update_listeners:
+            listener(room)
+
     async def _close_room(self, room: Room, reason: "DisconnectReason.ValueType") -> None:
         if room.closed:
             return
