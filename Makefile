@@ -36,9 +36,10 @@ agents-deps: install
 	$(PY) tests/agents/agentsfix.py
 
 # the suite runs in a private network namespace: WebRTC clients need a non-loopback interface
-# (scripts/in-netns.sh); everything else is unaffected by it
+# (scripts/in-netns.sh); everything else is unaffected by it. Two lanes at once: tests/rtc and
+# the rest (scripts/run-tests.sh); PYTEST_ARGS are passed to both.
 test: install node-deps system-deps agents-deps
-	./scripts/in-netns.sh $(PY) -m pytest -q -ra
+	./scripts/in-netns.sh ./scripts/run-tests.sh $(PY) -q -ra $(PYTEST_ARGS)
 
 bench: install
 	$(PY) benchmarks/run_all.py

@@ -8,6 +8,7 @@ The server must listen on (and advertise) SERVER_IP as well as 127.0.0.1.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 
@@ -35,16 +36,28 @@ class ShapedLink:
 
     async def spawn(self, *cmd: str) -> asyncio.subprocess.Process:
         """Run a command in a fresh namespace on the far side of the link."""
-        script = (f"ip link set lo up; while ! ip link show {PEER} >/dev/null 2>&1; do sleep 0.05; done; "
+        script = (f"ip link set lo up; n=0; while ! ip link show {PEER} >/dev/null 2>&1; do n=$((n+1)); "
+                  f"[ $n -gt 400 ] && exit 98; sleep 0.05; done; "
                   f"ip addr add {CLIENT_IP}/24 dev {PEER}; ip link set {PEER} up; {self._upstream_setup()}"
                   'exec "$@"')
         proc = await asyncio.create_subprocess_exec(
             "unshare", "--net", "--", "sh", "-c", script, "shaped", *cmd,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-        for _ in range(100):
-            if subprocess.run(["ip", "link", "set", PEER, "netns", str(proc.pid)], capture_output=True).returncode == 0:
+        # move the peer only once the child has its own namespace: before `unshare` has run, the
+        # move would "succeed" into our namespace and the child would wait for the peer forever
+        own = os.readlink("/proc/self/ns/net")
+        for _ in range(400):
+            try:
+                moved = (os.readlink(f"/proc/{proc.pid}/ns/net") != own and subprocess.run(
+                    ["ip", "link", "set", PEER, "netns", str(proc.pid)], capture_output=True).returncode == 0)
+            except OSError:
+                moved = False
+            if moved:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.025)
+        else:
+            proc.kill()
+            raise RuntimeError("the shaped client's namespace did not come up")
         self.procs.append(proc)
         return proc
 
