@@ -102,6 +102,14 @@ class LoggingSettings:
 
 
 @dataclass
+class CongestionControlSettings:
+    # the stream allocator may pause a subscriber's video that does not fit its link even at the
+    # lowest layer (StreamStateUpdate PAUSED, then ACTIVE); LiveKit's default is off, and a client
+    # can ask for it with subscriber_allow_pause
+    allow_pause: bool = False
+
+
+@dataclass
 class RTCSettings:
     udp_port: Any = 0  # single port, or "start-end"
     port_range_start: int = 50000
@@ -109,6 +117,7 @@ class RTCSettings:
     tcp_port: int = 7881  # ICE/TCP; 0 picks a free port, negative disables it
     node_ip: str = ""
     use_external_ip: bool = False
+    congestion_control: CongestionControlSettings = field(default_factory=CongestionControlSettings)
 
 
 @dataclass

@@ -64,12 +64,21 @@ async def browser_clients(server: ServerProcess, participants: list[dict[str, An
     Each participant: token, seconds, and optionally startAfter, v0, publish ("av", "a", "v"),
     simulcast, sendData, dataTopic, rpcMethod, callRpc, muteAfter, waitFor, simulate,
     simulateAfter, room + waitActive (see tests/node/browser_client.mjs)."""
+    out, err = await _run(browser_command(server.ws_url, participants, tone), timeout, "browser client")
+    return browser_reports(out, err)
+
+
+def browser_command(ws_url: str, participants: list[dict[str, Any]], tone: int = 440) -> list[str]:
+    """The command line of tests/node/browser_client.mjs (for a caller that runs it elsewhere,
+    e.g. behind a shaped link); its output goes to `browser_reports`."""
     _require_node_modules("livekit-client", "playwright-core")
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run `make test` (it installs Debian's chromium)")
     spec = json.dumps({"tone": tone, "participants": participants, "api": {"key": API_KEY, "secret": API_SECRET}})
-    out, err = await _run(["node", str(NODE_DIR / "browser_client.mjs"), server.ws_url, spec],
-                          timeout, "browser client")
+    return ["node", str(NODE_DIR / "browser_client.mjs"), ws_url, spec]
+
+
+def browser_reports(out: str, err: str) -> list[dict]:
     lines = [ln for ln in out.splitlines() if ln.startswith('{"participants"')]
     assert lines, f"browser client printed no report:\n{out[-2000:]}\n{err[-2000:]}"
     reports = json.loads(lines[-1])["participants"]

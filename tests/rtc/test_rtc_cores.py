@@ -216,6 +216,52 @@ def test_simulcast_layer_switch_on_keyframe_keeps_one_continuous_stream():
     assert tl0s == [10, 11, 12, 13, 14]
 
 
+def test_channel_observer_commits_capacity_on_a_falling_estimate_or_heavy_loss():
+    falling = quality.ChannelObserver()
+    changes = [falling.update(remb, 1600e3, 1.0 + 0.2 * i) for i, remb in enumerate([1500e3, 1500e3, 1400e3, 900e3])]
+    assert changes == [False, False, False, True] and falling.capacity == 900e3
+    # an estimate that only stopped rising (still ramping when the link overflowed) ...
+    ramping = quality.ChannelObserver()
+    for i in range(8):
+        assert not ramping.update(80e3 + 1e3 * i, 1500e3, 1.0 + 0.2 * i)  # ... is not congestion
+    assert ramping.capacity == float("inf")
+    # ... until the subscriber reports heavy loss for a second: capacity is what still arrives
+    assert not ramping.update(88e3, 1500e3, 3.0, loss=0.7)
+    assert ramping.update(88e3, 1500e3, 4.1, loss=0.7)
+    assert round(ramping.capacity) == 405e3  # 0.9 x usage x (1 - loss)
+    light = quality.ChannelObserver()
+    assert not any(light.update(80e3, 1500e3, t, loss=0.05) for t in (1.0, 2.0, 3.0, 4.0))
+
+
+def test_pauses_and_resumes_restart_at_a_keyframe_and_say_so():
+    """A subscriber's disable and the allocator's pause are separate reasons; forwarding
+    restarts only when neither is left, at a keyframe, continuing the sequence numbers; each
+    (re)start calls on_resume (the StreamStateUpdate ACTIVE LiveKit sends when resuming)."""
+    sent: list[bytes] = []
+    plis: list[int] = []
+    resumed: list[int] = []
+    receiver = TrackReceiver("TR_V", "vp8", 90000, True, plis.append)
+    receiver.add_layer(100, 0)
+    down = DownTrack(receiver, "PA_x", 9, 96, sent.append, lambda b: None)
+    down.on_resume = lambda: resumed.append(len(sent))
+    receiver.subscribe(down)
+    feed(receiver, 0, 1, 3000, vp8_payload(1, True))
+    feed(receiver, 0, 2, 6000, vp8_payload(2, False))
+    assert len(sent) == 2 and resumed == [0]  # called at the keyframe, before it goes out
+    down.pause(bandwidth=True)
+    down.pause()
+    feed(receiver, 0, 3, 9000, vp8_payload(3, True))
+    down.resume(bandwidth=True)  # the subscriber still has it disabled
+    feed(receiver, 0, 4, 12000, vp8_payload(4, True))
+    assert len(sent) == 2 and down.paused
+    down.resume()
+    feed(receiver, 0, 5, 15000, vp8_payload(5, False))  # waits for a keyframe
+    feed(receiver, 0, 6, 18000, vp8_payload(6, True))
+    assert len(sent) == 3 and resumed == [0, 2]
+    seqs = [rtp.parse_rtp(b).seq for b in sent]
+    assert seqs[2] == (seqs[1] + 1) & 0xFFFF
+
+
 def test_nack_is_answered_with_rtx_at_most_three_times():
     sent: list[bytes] = []
     receiver = TrackReceiver("TR_V", "vp8", 90000, True, lambda s: None)
@@ -243,6 +289,11 @@ def test_allocator_and_dynacast_policy():
     assert quality.allocate(1.2e6, tracks) == {"cam": 0, "screen": 1}  # the screen share goes first
     assert quality.allocate(1.4e6, tracks) == {"cam": 1, "screen": 1}
     assert quality.allocate(100e3, tracks) == {"cam": 0, "screen": 0}  # never below layer 0
+    # unless the subscriber allows pausing: what does not fit even at layer 0 is paused
+    assert quality.allocate(250e3, tracks, allow_pause=True) == {"cam": quality.OFF, "screen": 0}
+    assert quality.allocate(400e3, tracks, allow_pause=True) == {"cam": 0, "screen": 0}
+    unmeasured = [quality.AllocationTrack("new", 2, [0.0, 0.0, 0.0])]
+    assert quality.allocate(10e3, unmeasured, allow_pause=True) == {"new": 0}  # nothing to weigh yet
     assert quality.deficient(tracks, {"cam": 1, "screen": 1}) == 1200e3
     state = quality.DynacastState(published_at=0.0)
     assert state.update(quality.OFF, 5.0) is None  # nobody watching yet: wait 10 s

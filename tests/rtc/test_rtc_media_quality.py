@@ -6,6 +6,7 @@ the constrained link is a real veth shaped with tc (tests/rtc/linkshaper.py).
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from livekit.protocol import models as pm
 from conftest import ServerProcess
 from linkshaper import SERVER_IP, ShapedLink, shaped_py_client
 from rtcfix import free_udp_port, py_client, require_netns, rtc_config, rtc_server, token  # noqa: F401
+from sdkclients import browser_command, browser_reports
 
 
 def video(report: dict) -> dict:
@@ -67,12 +69,31 @@ async def test_dynacast_pauses_layers_nobody_watches(rtc_server):
     assert late[-1]["q"][0] > late[0]["q"][0]  # the watched layer still flows
 
 
+def remb_log(server: ServerProcess, identity: str) -> str:
+    """The server's view of a subscriber's link: a REMB line a second, every capacity change and
+    pause, as `HH:MM:SS.mmm event k=v ...`."""
+    out, last = [], ""
+    for line in server.log_text().splitlines():
+        if f"identity={identity} " not in line and not line.endswith(f"identity={identity}"):
+            continue
+        words = line.split()
+        if len(words) < 5 or words[4] not in ("remb", "subscriber_capacity", "stream_paused", "stream_resumed"):
+            continue
+        if words[4] == "remb" and words[1][:8] == last:
+            continue
+        last = words[1][:8] if words[4] == "remb" else last
+        out.append(" ".join([words[1], words[4], *[w for w in words[5:] if not w.startswith("identity=")]]))
+    return "\n".join(out)
+
+
 @pytest.fixture
 def shaped(tmp_path: Path):
     require_netns()
     link = ShapedLink().create()
     config = rtc_config(free_udp_port()).replace("node_ip: 127.0.0.1", f"node_ip: 127.0.0.1,{SERVER_IP}")
-    server = ServerProcess(tmp_path / "shaped", config=config + "bind_addresses: ['0.0.0.0']\n").start()
+    # debug: the REMB each subscriber sends is logged, which a failure message shows
+    server = ServerProcess(tmp_path / "shaped", "--log-level", "debug",
+                           config=config + "bind_addresses: ['0.0.0.0']\n").start()
     yield link, server
     server.stop()
     link.destroy()
@@ -86,21 +107,24 @@ async def test_constrained_link_steps_down_and_recovers(shaped):
     await asyncio.sleep(2.0)
     pub = asyncio.ensure_future(py_client(server, token("cam", room), "--seconds", "48",
                                           "--publish-video", "1280x720", "--simulcast"))
-    await asyncio.sleep(8.0)
+    # the subscriber's REMB starts low and ramps up: it must be above the limit for the link's
+    # congestion to show as a falling estimate
+    await asyncio.sleep(10.0)
     link.limit(400)  # kbit/s towards the subscriber: less than the 720p layer needs
-    limited_at = 10.0  # in the subscriber's clock (it started 2 s before the publisher)
+    limited_at = 12.0  # in the subscriber's clock (it started 2 s before the publisher)
     await asyncio.sleep(10.0)
     link.clear()
-    lifted_at = 20.0
+    lifted_at = 22.0
     report, _ = await far, await pub
     timeline = video(report)["timeline"]
+    why = f"{timeline}\n" + remb_log(server, "far")
     sizes = {"320x180": 0, "640x360": 1, "1280x720": 2}
     before = [s for t, s in timeline if t < limited_at]
-    assert before and before[-1] == "1280x720", timeline
+    assert before and before[-1] == "1280x720", why
     during = [(t, s) for t, s in timeline if limited_at <= t < lifted_at]
-    assert any(sizes[s] < 2 and t < limited_at + 8 for t, s in during), timeline  # stepped down within seconds
+    assert any(sizes[s] < 2 and t < limited_at + 8 for t, s in during), why  # stepped down within seconds
     after = [s for t, s in timeline if t >= lifted_at]
-    assert after and max(sizes[s] for s in after) > min(sizes[s] for _, s in during), timeline  # and back up
+    assert after and max(sizes[s] for s in after) > min(sizes[s] for _, s in during), why  # and back up
     assert "subscriber_capacity identity=far" in server.log_text()
 
 
@@ -174,3 +198,45 @@ async def test_publisher_losses_are_repaired_before_forwarding(shaped):
     last = stats[-1]
     assert last["lost"] <= 0.005 * last["received"], stats  # the viewer barely sees the upstream loss
     assert last["decoded"] >= 0.9 * sender[-1][4] - 15, (last, sender[-1])
+
+
+async def test_browser_allowing_pause_gets_paused_then_active(shaped):
+    """livekit-client with `subscriberAllowPause` behind a link too thin for even the lowest
+    layer: the allocator pauses the video (StreamStateUpdate PAUSED, the SDK's
+    TrackStreamStateChanged 'paused') while audio goes on; once the link is lifted, padding probes
+    show room again and the video resumes at a keyframe (ACTIVE) and is decoded again."""
+    link, server = shaped
+    room = "mq-allow-pause"
+    spawned = await link.spawn(*browser_command(f"ws://{SERVER_IP}:{server.port}", [
+        {"token": token("far", room), "seconds": 46, "allowPause": True, "videoSamples": True}]))
+    far = asyncio.ensure_future(spawned.communicate())
+    await asyncio.sleep(3.0)
+    pub = asyncio.ensure_future(py_client(server, token("cam", room), "--seconds", "44", "--publish-video",
+                                          "640x360", "--simulcast", "--publish-audio", "440"))
+    await asyncio.sleep(7.0)
+    link.limit(150)  # kbit/s towards the browser: the audio fits, not even the lowest video layer
+    limited_at = time.time()
+    await asyncio.sleep(10.0)
+    link.clear()
+    lifted_at = time.time()
+    out, err = await asyncio.wait_for(far, 90)
+    await pub
+    [report] = browser_reports(out.decode(errors="replace"), err.decode(errors="replace"))
+    assert not report["errors"], report["errors"]
+    states = [(e["t"] + report["t0_epoch"], e["state"]) for e in report["events"] if e["event"] == "stream_state"]
+    paused = [t for t, s in states if s == "paused"]
+    why = "\n".join([f"stream states {states}", "limited " + time.strftime("%H:%M:%S", time.gmtime(limited_at)),
+                     "lifted " + time.strftime("%H:%M:%S", time.gmtime(lifted_at)), remb_log(server, "far")])
+    assert paused and limited_at < paused[0] < limited_at + 10, why
+    assert states[-1][1] == "active" and states[-1][0] > paused[0], why
+    rows = next(iter(v["samples"] for k, v in report["video"].items() if k.startswith("cam/")))
+
+    def decoded_at(t: float) -> int:
+        return max([r["decoded"] for r in rows if r["t"] + report["t0_epoch"] <= t], default=0)
+
+    # while paused nothing is decoded; after the lift frames flow again
+    assert decoded_at(paused[0] + 3) - decoded_at(paused[0] + 1) <= 2, rows
+    end = report["t0_epoch"] + rows[-1]["t"]
+    assert decoded_at(end) - decoded_at(end - 4) > 20, rows
+    assert any(tone for tone in report["audio"].values() if abs(tone["peak_hz"] - 440) < 10), report["audio"]
+    assert "stream_paused identity=far" in server.log_text()

@@ -332,7 +332,9 @@ class DownTrack:
         self.rtx_pt = rtx_pt
         self.send_rtp = send_rtp
         self.send_rtcp = send_rtcp
-        self.paused = False  # the subscriber disabled the track (UpdateTrackSettings)
+        self.paused = False  # not forwarding: disabled by the subscriber, or by the allocator
+        self.disabled = False  # the subscriber disabled the track (UpdateTrackSettings)
+        self.bandwidth_paused = False  # the stream allocator paused it (subscriber_allow_pause)
         self.max_layer = HIGH  # what the subscriber's view asks for
         self.bandwidth_layer = HIGH  # what the subscriber's link allows (stream allocator)
         self.current: Optional[UpTrack] = None  # the layer being forwarded
@@ -358,6 +360,9 @@ class DownTrack:
         self.first_sent_at = 0.0
         self.on_first_packet: Optional[Callable[[], None]] = None
         self.on_layer_switch: Optional[Callable[[int], None]] = None
+        # forwarding (re)started at a keyframe after not forwarding: the first one, or after a
+        # pause (LiveKit's "resuming", which sends StreamStateUpdate ACTIVE)
+        self.on_resume: Optional[Callable[[], None]] = None
         self.history: Optional[list] = [None] * HISTORY if receiver.is_video else None
         self.rtx_seq = random.getrandbits(15)
         self.ext_fn: Optional[Callable[[], bytes]] = None  # builds the header extensions we add
@@ -476,6 +481,8 @@ class DownTrack:
         self._bind()
         if self.on_layer_switch is not None:
             self.on_layer_switch(up.layer)
+        if previous is None and self.on_resume is not None:
+            self.on_resume()
 
     def _mapped_ts(self, previous: Optional[UpTrack], up: UpTrack, ts: int, now: float) -> int:
         """The outgoing timestamp for `ts` of `up`, in our running timeline (LiveKit maps it
@@ -564,12 +571,22 @@ class DownTrack:
             self.last_keyidx = keyidx
         return bytes(out)
 
-    def pause(self) -> None:
+    def pause(self, bandwidth: bool = False) -> None:
+        """Stop forwarding: the subscriber disabled the track, or (`bandwidth`) the allocator."""
+        if bandwidth:
+            self.bandwidth_paused = True
+        else:
+            self.disabled = True
         self.paused = True
 
-    def resume(self) -> None:
-        """Continue after a pause: a new keyframe, with no hole in the sequence numbers."""
-        if not self.paused:
+    def resume(self, bandwidth: bool = False) -> None:
+        """Lift one reason to pause; with none left continue at a new keyframe, with no hole in
+        the sequence numbers."""
+        if bandwidth:
+            self.bandwidth_paused = False
+        else:
+            self.disabled = False
+        if not self.paused or self.disabled or self.bandwidth_paused:
             return
         self.paused = False
         if self.current is not None:

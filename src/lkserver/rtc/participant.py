@@ -106,6 +106,7 @@ class JoinSettings:
     adaptive_stream: bool = False
     single_pc: bool = False
     client_info: pm.ClientInfo = field(default_factory=pm.ClientInfo)
+    allow_pause: bool = False  # subscriber_allow_pause: the allocator may pause video (PAUSED)
 
 
 class PublishedTrack:
@@ -185,7 +186,10 @@ class Subscription:
         self.ready = False  # negotiated: the subscriber knows this SSRC
         self.disabled = False  # UpdateTrackSettings.disabled
         self.max_layer = HIGH  # UpdateTrackSettings quality / size
-        self.stream_state = pr.StreamState.ACTIVE
+        # what the subscriber was last told (StreamStateUpdate); None: nothing yet, or inactive
+        # (disabled by the subscriber or muted, which LiveKit does not notify)
+        self.stream_state: Optional[int] = None
+        self.paused_at = 0.0  # when the allocator paused it
         self.abs_send_time_ext = 0
         self.red_primary = False  # the track is RED, this subscriber takes opus
 
@@ -198,7 +202,10 @@ class Subscription:
         if self.down is None:
             self.down = DownTrack(receiver, self.subscriber.sid, self.ssrc, self.pt, transport.send_rtp,
                                   transport.send_rtcp, self.rtx_ssrc, self.rtx_pt)
-            self.down.paused = self.disabled
+            if self.disabled:
+                self.down.pause()
+            if self.track.is_video:
+                self.down.on_resume = self.resumed
             self.down.max_layer = self.max_layer
             self.down.red_primary = self.red_primary
             if self.abs_send_time_ext:
@@ -209,6 +216,19 @@ class Subscription:
         else:
             self.down.pt, self.down.rtx_pt, self.down.rtx_ssrc = self.pt, self.rtx_pt, self.rtx_ssrc
             self.down.red_primary = self.red_primary
+
+    def set_stream_state(self, state: Optional[int]) -> None:
+        """Tell the subscriber when its video becomes ACTIVE or PAUSED (by the allocator)."""
+        if state == self.stream_state:
+            return
+        self.stream_state = state
+        if state is not None:
+            info = pr.StreamStateInfo(participant_sid=self.track.owner.sid, track_sid=self.track.sid, state=state)
+            self.subscriber.send_signal(pr.SignalResponse(
+                stream_state_update=pr.StreamStateUpdate(stream_states=[info])))
+
+    def resumed(self) -> None:
+        self.set_stream_state(pr.StreamState.ACTIVE)
 
     def set_max_layer(self, layer: int) -> None:
         self.max_layer = layer
@@ -625,6 +645,7 @@ class RtcParticipant:
             if sub.down is not None:
                 if sub.disabled:
                     sub.down.pause()
+                    sub.set_stream_state(None)
                 else:
                     sub.down.resume()
             self.service.subscriptions_changed(sub.track)

@@ -2,8 +2,9 @@
 
 - Stream allocator (livekit pkg/sfu/streamallocator): a subscriber's bandwidth estimate (REMB)
   is handed out in rounds, layer 0 for every video track first, then layer 1, then 2, in
-  priority order (screen share first); a track never drops below layer 0 (LiveKit's default
-  without subscriber_allow_pause).
+  priority order (screen share first); a track never drops below layer 0 (LiveKit's default),
+  unless the subscriber allows pausing (subscriber_allow_pause / rtc.congestion_control.allow_pause):
+  then a track whose lowest layer does not fit is paused, for at least 5 s (PausedMinWait).
 - Dynacast (pkg/rtc/dynacast): the highest layer any subscriber wants, per published track;
   upgrades go out at once, downgrades after 5 s; 10 s after publishing an update is sent even
   with nobody subscribed, so unwatched layers stop.
@@ -34,8 +35,10 @@ class AllocationTrack:
     priority: int = 0  # higher first (screen share)
 
 
-def allocate(capacity: float, tracks: list[AllocationTrack], audio_bitrate: float = 0.0) -> dict[object, int]:
-    """Layer per track for a subscriber with `capacity` bits/s."""
+def allocate(capacity: float, tracks: list[AllocationTrack], audio_bitrate: float = 0.0,
+             allow_pause: bool = False) -> dict[object, int]:
+    """Layer per track for a subscriber with `capacity` bits/s; with `allow_pause` a track whose
+    lowest layer does not fit gets OFF (paused) instead of layer 0."""
     remaining = capacity - audio_bitrate
     out: dict[object, int] = {t.key: OFF for t in tracks}
     spent: dict[object, float] = {t.key: 0.0 for t in tracks}
@@ -45,12 +48,13 @@ def allocate(capacity: float, tracks: list[AllocationTrack], audio_bitrate: floa
             if t.desired < layer or layer >= len(t.layer_bitrates) or t.layer_bitrates[layer] <= 0:
                 continue
             cost = t.layer_bitrates[layer] - spent[t.key]
-            if layer == 0 or cost <= remaining:
+            if (layer == 0 and not allow_pause) or cost <= remaining:
                 out[t.key] = layer
                 remaining -= cost
                 spent[t.key] = t.layer_bitrates[layer]
-    for t in ordered:  # never below layer 0 while something is sent
-        if out[t.key] == OFF and t.desired >= 0:
+    for t in ordered:  # without pausing, never below layer 0 while something is sent
+        unmeasured = not any(rate > 0 for rate in t.layer_bitrates)  # nothing to weigh yet
+        if out[t.key] == OFF and t.desired >= 0 and (not allow_pause or unmeasured):
             out[t.key] = 0
     return out
 
@@ -92,6 +96,9 @@ def kendall_tau(values: list[float]) -> float:
     return (concordant - discordant) / pairs if pairs else 0.0
 
 
+HEAVY_LOSS = 0.1  # a subscriber losing this much of its video for HEAVY_LOSS_FOR s is congested
+HEAVY_LOSS_FOR = 1.0
+LOSS_CAPACITY = 0.9  # then capacity is what still arrives, less a margin
 RECOVERY_HOLD = 2.0  # seconds without congestion before capacity is raised again
 RECOVERY_STEP = 1.4  # each raise: +40 %
 RECOVERY_MAX_HOLD = 16.0
@@ -103,8 +110,10 @@ class ChannelObserver:
     """A subscriber link's capacity as the stream allocator commits it (LiveKit's remotebwe).
 
     REMB values from libwebrtc start low and rise slowly (its AIMD never goes above 1.5 x what
-    it receives), so a low REMB alone is not congestion: capacity is committed only when the
-    estimate trends down below what is being sent. Afterwards capacity is raised by 40 % after
+    it receives), so a low REMB alone is not congestion: capacity is committed when the
+    estimate trends down below what is being sent, or when the subscriber's receiver reports
+    show heavy loss while the estimate is below what is sent (an estimate still ramping up
+    when the link overflows may only stop rising). Afterwards capacity is raised by 40 % after
     every few quiet seconds (a trial upgrade: a link that cannot carry it makes the estimate fall
     again), with the wait doubling after a trial that ends in congestion."""
 
@@ -114,23 +123,36 @@ class ChannelObserver:
     last_raise: float = 0.0
     hold: float = RECOVERY_HOLD
     trial_estimate: float = 0.0  # the estimate when capacity was last raised
+    lossy_since: float = 0.0  # since when the subscriber reports heavy loss (0: it does not)
 
-    def update(self, estimate: float, expected_usage: float, now: float) -> bool:
-        """Feed one REMB; returns True when the committed capacity changed."""
+    def update(self, estimate: float, expected_usage: float, now: float, loss: float = 0.0) -> bool:
+        """Feed one REMB (and the loss fraction of the subscriber's latest receiver reports);
+        returns True when the committed capacity changed."""
         self.samples.append(estimate)
         del self.samples[:-TREND_SAMPLES]
+        if loss < HEAVY_LOSS:
+            self.lossy_since = 0.0
+        elif not self.lossy_since:
+            self.lossy_since = now
         # after a trial raise the estimate lags what is now sent: only a fall below where it
         # stood before the trial says the link cannot carry it
         in_trial = bool(self.last_raise) and now - self.last_raise < 2 * self.hold
-        if len(self.samples) >= 4 and kendall_tau(self.samples) < CONGESTED_TAU \
-                and estimate < CONGESTION_USAGE * expected_usage and estimate < self.capacity \
-                and (not in_trial or estimate < TRIAL_FAILED * self.trial_estimate):
+        over = estimate < CONGESTION_USAGE * expected_usage
+        falling = len(self.samples) >= 4 and kendall_tau(self.samples) < CONGESTED_TAU and estimate < self.capacity \
+            and (not in_trial or estimate < TRIAL_FAILED * self.trial_estimate)
+        # an estimate still ramping up from its low start does not fall when the link overflows;
+        # the losses the subscriber reports say it: what arrives is about usage x (1 - loss)
+        lossy = bool(self.lossy_since) and now - self.lossy_since >= HEAVY_LOSS_FOR
+        if over and (falling or lossy):
             if in_trial:
                 self.hold = min(2 * self.hold, RECOVERY_MAX_HOLD)  # the last trial was too much
-            self.capacity = estimate
-            self.samples.clear()
-            self.last_congestion = now
-            return True
+            capacity = max(estimate, LOSS_CAPACITY * expected_usage * (1 - loss)) if lossy else estimate
+            if capacity < self.capacity:
+                self.capacity = capacity
+                self.samples.clear()
+                self.lossy_since = 0.0
+                self.last_congestion = now
+                return True
         if self.capacity == float("inf"):
             return False
         if estimate > 1.1 * self.capacity:

@@ -77,6 +77,7 @@ QUALITY_INTERVAL = 5.0
 PROBE_DURATION = 2.0
 PROBE_MIN_BPS = 200_000
 HIGH_LAYER = 2
+PAUSED_MIN_WAIT = 5.0  # an allocator-paused track stays paused at least this long (LiveKit)
 ICE_PREFERENCE_TTL = 60.0
 
 
@@ -282,11 +283,13 @@ class RtcService:
             raise JoinError(400, f"room name length exceeds limits: max length {m}")
         if (metadata or attributes) and not claims.video.can_update_own_metadata:
             raise JoinError(401, "no permissions to access the room")
+        default_pause = self.config.rtc.congestion_control.allow_pause
         if join_request is not None:
             cs = join_request.connection_settings
+            allow_pause = cs.subscriber_allow_pause if cs.HasField("subscriber_allow_pause") else default_pause
             settings = JoinSettings(protocol=join_request.client_info.protocol, auto_subscribe=cs.auto_subscribe,
                                     adaptive_stream=cs.adaptive_stream, single_pc=True,
-                                    client_info=join_request.client_info)
+                                    client_info=join_request.client_info, allow_pause=allow_pause)
             reconnect, sid = join_request.reconnect, join_request.participant_sid
         else:
             info = pm.ClientInfo(sdk=_sdk(q.get("sdk", "")), version=q.get("version", ""),
@@ -299,7 +302,8 @@ class RtcService:
             settings = JoinSettings(protocol=info.protocol,
                                     auto_subscribe=_bool(q.get("auto_subscribe", "1")),
                                     adaptive_stream=_bool(q.get("adaptive_stream")), single_pc=False,
-                                    client_info=info)
+                                    client_info=info, allow_pause=_bool(q["subscriber_allow_pause"])
+                                    if q.get("subscriber_allow_pause") else default_pause)
             reconnect, sid = _bool(q.get("reconnect")), q.get("sid", "")
         return JoinParams(claims, video, room_name, settings, join_request, reconnect, sid, metadata, attributes)
 
@@ -732,23 +736,14 @@ class RtcService:
     # -- media quality: layers, dynacast, allocation, stream state, connection quality ----------
 
     def _refresh_layers(self, p: RtcParticipant, now: float) -> None:
-        """Once a second: follow layers the publishers started or stopped, tell subscribers
-        which streams are paused, and let dynacast's delayed downgrades go out."""
-        changed = []
+        """Once a second: follow layers the publishers started or stopped, let tracks the
+        allocator paused resume, and let dynacast's delayed downgrades go out."""
         for sub in p.subscriptions.values():
-            down = sub.down
-            if down is None:
-                continue
-            down.select()
-            receiver = down.receiver
-            flowing = not sub.disabled and bool(receiver.active_layers(now))
-            state = pr.StreamState.ACTIVE if flowing else pr.StreamState.PAUSED
-            if state != sub.stream_state:
-                sub.stream_state = state
-                changed.append(pr.StreamStateInfo(participant_sid=sub.track.owner.sid, track_sid=sub.track.sid,
-                                                  state=state))
-        if changed:
-            p.send_signal(pr.SignalResponse(stream_state_update=pr.StreamStateUpdate(stream_states=changed)))
+            if sub.down is not None:
+                sub.down.select()
+        if p.settings.allow_pause and any(s.down is not None and s.down.bandwidth_paused
+                                          for s in p.subscriptions.values()):
+            self.reallocate(p)  # a paused track may resume once its minimum wait is over
         for track in p.tracks.values():
             if track.published and track.is_video:
                 self._dynacast(track, now)
@@ -783,13 +778,16 @@ class RtcService:
         p.estimate = float(bitrate)
         tracks, audio = self._allocation_inputs(p)
         usage = audio + sum(t.layer_bitrates[t.key.down.current.layer] for t in tracks  # type: ignore[attr-defined]
-                            if t.key.down is not None and t.key.down.current is not None)  # type: ignore[attr-defined]
+                            if t.key.down is not None and t.key.down.current is not None  # type: ignore[attr-defined]
+                            and not t.key.down.paused)  # type: ignore[attr-defined]
         log.debug("remb", identity=p.identity, kbps=round(bitrate / 1000), usage_kbps=round(usage / 1000),
                   capacity_kbps=round(min(p.channel.capacity, 1e12) / 1000))
-        if p.channel.update(p.estimate, usage, time.monotonic()):
+        before = p.channel.capacity
+        loss = max((t.key.down.remote_loss for t in tracks if t.key.down is not None), default=0.0)  # type: ignore[attr-defined]
+        if p.channel.update(p.estimate, usage, time.monotonic(), loss):
             log.info("subscriber_capacity", identity=p.identity, capacity_kbps=round(p.channel.capacity / 1000),
                      usage_kbps=round(usage / 1000))
-        self.reallocate(p, tracks, audio)
+        self.reallocate(p, tracks, audio, congested=p.channel.capacity < before)
 
     def _allocation_inputs(self, p: RtcParticipant) -> tuple[list[AllocationTrack], float]:
         tracks, audio = [], 0.0
@@ -809,28 +807,56 @@ class RtcService:
         return tracks, audio
 
     def reallocate(self, p: RtcParticipant, tracks: Optional[list[AllocationTrack]] = None,
-                   audio: float = 0.0) -> None:
-        """Layers for a subscriber's video within its committed capacity (none: what it asks)."""
+                   audio: float = 0.0, congested: bool = False) -> None:
+        """Layers for a subscriber's video within its committed capacity (none: what it asks).
+        Tracks are paused (subscriber_allow_pause) only when congestion lowered the capacity,
+        not when a re-allocation finds the bitrates moved a little."""
         if tracks is None:
             tracks, audio = self._allocation_inputs(p)
         if not tracks:
             return
         unlimited = p.channel.capacity == float("inf")
-        allocation = allocate(p.channel.capacity, tracks, audio)
+        allocation = allocate(p.channel.capacity, tracks, audio, p.settings.allow_pause)
+        now = time.monotonic()
         for sub, layer in allocation.items():
             down = sub.down  # type: ignore[attr-defined]
+            if down is None or not self._allow_pause_change(sub, down, layer, now, p.channel.capacity, audio,
+                                                            congested):
+                continue
             limit = HIGH_LAYER if unlimited else layer
-            if down is not None and layer != OFF and down.bandwidth_layer != limit:
+            if layer != OFF and down.bandwidth_layer != limit:
                 down.bandwidth_layer = limit
                 down.select()
                 self.subscriptions_changed(sub.track)  # type: ignore[attr-defined]
         step = None if unlimited else deficient(tracks, allocation)
-        now = time.monotonic()
         if step is not None and now >= p.probe_until + PROBE_DURATION:
             p.probe_bps = max(1.2 * step, PROBE_MIN_BPS)
             p.probe_until = now + PROBE_DURATION
         elif step is None:
             p.probe_until = 0.0
+
+    def _allow_pause_change(self, sub: Any, down: Any, layer: int, now: float, capacity: float,
+                            audio: float, congested: bool) -> bool:
+        """Pause a track the allocator gives no layer (subscriber_allow_pause) on congestion:
+        PAUSED to the subscriber; resume it no sooner than PAUSED_MIN_WAIT later, at a keyframe
+        (ACTIVE is sent when forwarding restarts). False while the track stays paused."""
+        if layer == OFF:
+            if congested and sub.subscriber.settings.allow_pause and not sub.disabled and not down.bandwidth_paused:
+                down.pause(bandwidth=True)
+                sub.paused_at = now
+                sub.set_stream_state(pr.StreamState.PAUSED)
+                rates = [round(u.bitrate / 1000) if u is not None else 0 for u in down.receiver.layers]
+                log.info("stream_paused", identity=sub.subscriber.identity, track=sub.track.sid,
+                         capacity_kbps=round(min(capacity, 1e12) / 1000), audio_kbps=round(audio / 1000),
+                         layers_kbps="/".join(map(str, rates)))
+                self.subscriptions_changed(sub.track)
+            return False
+        if down.bandwidth_paused:
+            if now - sub.paused_at < PAUSED_MIN_WAIT:
+                return False
+            down.resume(bandwidth=True)
+            log.info("stream_resumed", identity=sub.subscriber.identity, track=sub.track.sid)
+        return True
 
     def _probe(self) -> None:
         """Every 50 ms: transport-cc feedback to publishers, and padding towards deficient
