@@ -37,6 +37,13 @@ async def some_rpcs(url: str) -> None:
             await lk.room.delete_room(api.DeleteRoomRequest(room="m-none"))
         except api.TwirpError as e:
             assert e.code == "not_found"
+    async with api.LiveKitAPI(url, API_KEY, "not-the-secret") as lk:
+        try:
+            await lk.room.list_rooms(api.ListRoomsRequest())
+        except api.TwirpError as e:
+            assert e.status == 401
+        else:
+            raise AssertionError("a token signed with the wrong secret was accepted")
 
 
 async def test_metrics_after_rpcs(server_factory) -> None:
@@ -55,6 +62,9 @@ async def test_metrics_after_rpcs(server_factory) -> None:
     assert m[("lkserver_twirp_requests_total", (("code", "ok"), ("method", "ListRooms"),
                                                 ("service", "RoomService")))] == 1
     assert m[("lkserver_twirp_requests_total", (("code", "not_found"), ("method", "DeleteRoom"),
+                                                ("service", "RoomService")))] == 1
+    # refused for its token: counted too
+    assert m[("lkserver_twirp_requests_total", (("code", "unauthenticated"), ("method", "ListRooms"),
                                                 ("service", "RoomService")))] == 1
     latency = (("method", "CreateRoom"), ("service", "RoomService"))
     assert m[("lkserver_twirp_request_duration_seconds_count", latency)] == 2

@@ -27,12 +27,13 @@ from rich.table import Table
 webhook_app = typer.Typer(help="Receive webhooks; inspect and redeliver the webhook outbox.",
                           no_args_is_help=True)
 
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
+# no markup: events carry room names, identities and metadata that may hold "[...]"
+out = Console(highlight=False, soft_wrap=True, markup=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, markup=False)
 
 
 def _fail(message: str) -> None:
-    err.print(f"[red]{message}[/red]")
+    err.print(message, style="red")
     raise typer.Exit(1)
 
 

@@ -196,6 +196,7 @@ class HttpApp:
         try:
             claims, _, api_key = self.authenticate(request)
         except AuthFailed as e:
+            self._observe_refused(request.method, path, started)
             return plain(401, e.message)
         service = method = "unknown"
         try:
@@ -224,6 +225,15 @@ class HttpApp:
             resp = twirp_error_response(err)
         self.metrics.observe_twirp(service, method, code, time.perf_counter() - started)
         return resp
+
+    def _observe_refused(self, http_method: str, path: str, started: float) -> None:
+        """A request refused for its token counts too (code unauthenticated)."""
+        try:
+            route = self.twirp.resolve(http_method, path)
+            service, method = route.service, route.method
+        except TwirpError:
+            service = method = "unknown"
+        self.metrics.observe_twirp(service, method, "unauthenticated", time.perf_counter() - started)
 
 
 def twirp_error_response(err: TwirpError) -> web.Response:

@@ -162,8 +162,9 @@ class WebhookDelivery:
             await s.cancel()
         try:
             await self.outbox.release(self.owner, self.clock())
-        except Exception:
-            log.exception("webhook_release_failed")
+        except Exception as e:  # noqa: BLE001 - the store may be gone (Redis down); the leases expire
+            log.warning("webhook_release_failed", error=f"{type(e).__name__}: {e}",
+                        hint="pending events are delivered after their lease expires")
         if self.session:
             await self.session.close()
         self.senders.clear()
