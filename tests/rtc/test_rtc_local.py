@@ -78,6 +78,7 @@ async def test_local_publisher_heard_by_official_client(tmp_path):
         await me.leave()
     finally:
         await server.stop()
+    assert "remote_at_join" in report, report["errors"]  # the client connected
     assert "ingress-bot" in report["remote_at_join"] or any(
         e["identity"] == "ingress-bot" for e in report["events"] if e["event"] == "participant_connected")
     assert_tone(report, "ingress-bot", 523)
