@@ -229,6 +229,12 @@ def test_channel_observer_commits_capacity_on_a_falling_estimate_or_heavy_loss()
     assert not ramping.update(88e3, 1500e3, 3.0, loss=0.7)
     assert ramping.update(88e3, 1500e3, 4.1, loss=0.7)
     assert round(ramping.capacity) == 405e3  # 0.9 x usage x (1 - loss)
+    # a trial raise that meets heavy loss goes back to where it was tried from, and waits longer
+    ramping.update(88e3, 300e3, 6.2)  # quiet for 2 s: raised by 40 %
+    assert round(ramping.capacity) == 567e3 and round(ramping.trial_from) == 405e3
+    ramping.update(20e3, 567e3, 6.5, loss=0.97)
+    assert ramping.update(20e3, 567e3, 7.6, loss=0.97)
+    assert round(ramping.capacity) == 405e3 and ramping.hold == 4.0
     light = quality.ChannelObserver()
     assert not any(light.update(80e3, 1500e3, t, loss=0.05) for t in (1.0, 2.0, 3.0, 4.0))
 

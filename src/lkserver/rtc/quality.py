@@ -115,7 +115,8 @@ class ChannelObserver:
     show heavy loss while the estimate is below what is sent (an estimate still ramping up
     when the link overflows may only stop rising). Afterwards capacity is raised by 40 % after
     every few quiet seconds (a trial upgrade: a link that cannot carry it makes the estimate fall
-    again), with the wait doubling after a trial that ends in congestion."""
+    again, and capacity goes back to where the trial started), with the wait doubling after a
+    trial that ends in congestion."""
 
     capacity: float = float("inf")
     samples: list[float] = field(default_factory=list)
@@ -124,6 +125,7 @@ class ChannelObserver:
     hold: float = RECOVERY_HOLD
     trial_estimate: float = 0.0  # the estimate when capacity was last raised
     lossy_since: float = 0.0  # since when the subscriber reports heavy loss (0: it does not)
+    trial_from: float = 0.0  # the capacity before the last raise
 
     def update(self, estimate: float, expected_usage: float, now: float, loss: float = 0.0) -> bool:
         """Feed one REMB (and the loss fraction of the subscriber's latest receiver reports);
@@ -147,6 +149,8 @@ class ChannelObserver:
             if in_trial:
                 self.hold = min(2 * self.hold, RECOVERY_MAX_HOLD)  # the last trial was too much
             capacity = max(estimate, LOSS_CAPACITY * expected_usage * (1 - loss)) if lossy else estimate
+            if in_trial:  # a raise that failed: back to where it was tried from, no lower
+                capacity = max(capacity, self.trial_from)
             if capacity < self.capacity:
                 self.capacity = capacity
                 self.samples.clear()
@@ -159,6 +163,7 @@ class ChannelObserver:
             self.capacity = estimate
             return True
         if now - max(self.last_congestion, self.last_raise) >= self.hold:
+            self.trial_from = self.capacity
             self.capacity *= RECOVERY_STEP
             self.last_raise = now
             self.trial_estimate = estimate

@@ -777,9 +777,12 @@ class RtcService:
         """A subscriber's REMB: commit link capacity on congestion, then re-allocate."""
         p.estimate = float(bitrate)
         tracks, audio = self._allocation_inputs(p)
-        usage = audio + sum(t.layer_bitrates[t.key.down.current.layer] for t in tracks  # type: ignore[attr-defined]
-                            if t.key.down is not None and t.key.down.current is not None  # type: ignore[attr-defined]
-                            and not t.key.down.paused)  # type: ignore[attr-defined]
+        video = sum(t.layer_bitrates[t.key.down.current.layer] for t in tracks  # type: ignore[attr-defined]
+                    if t.key.down is not None and t.key.down.current is not None  # type: ignore[attr-defined]
+                    and not t.key.down.paused)  # type: ignore[attr-defined]
+        # with no video flowing the estimate has nothing to measure (browsers' REMB counts the
+        # packets that carry abs-send-time) and only decays: no congestion is read from it then
+        usage = audio + video if video else 0.0
         log.debug("remb", identity=p.identity, kbps=round(bitrate / 1000), usage_kbps=round(usage / 1000),
                   capacity_kbps=round(min(p.channel.capacity, 1e12) / 1000))
         before = p.channel.capacity
