@@ -36,8 +36,8 @@ agents-deps: install
 	$(PY) tests/agents/agentsfix.py
 
 # the suite runs in a private network namespace: WebRTC clients need a non-loopback interface
-# (scripts/in-netns.sh); everything else is unaffected by it. Two lanes at once: tests/rtc and
-# the rest (scripts/run-tests.sh); PYTEST_ARGS are passed to both.
+# (scripts/in-netns.sh); everything else is unaffected by it. Two lanes at once (realtime and
+# the rest), then the shaped-link tests alone (scripts/run-tests.sh); PYTEST_ARGS go to each.
 test: install node-deps system-deps agents-deps
 	./scripts/in-netns.sh ./scripts/run-tests.sh $(PY) -q -ra $(PYTEST_ARGS)
 
