@@ -576,3 +576,55 @@ def test_late_packet_from_before_a_layer_switch_is_dropped():
     feed(receiver, 2, 9003, 909000, vp8_payload(30003, False))
     seqs = [rtp.parse_rtp(b).seq for b in sent]
     assert len(sent) == 3 and seqs[1] == (seqs[0] + 1) & 0xFFFF and seqs[2] == (seqs[0] + 2) & 0xFFFF
+
+
+def _client_step(client: SSL.Connection) -> list[bytes]:
+    try:
+        client.do_handshake()
+    except SSL.WantReadError:
+        pass
+    out = []
+    while True:
+        try:
+            out.append(client.bio_read(65536))
+        except SSL.WantReadError:
+            return out
+
+
+async def test_dtls_resends_a_lost_flight_when_the_client_repeats_its_own():
+    server_cert, client_cert = RTCCertificate.generateCertificate(), RTCCertificate.generateCertificate()
+    to_client: list[bytes] = []
+    server = DtlsEndpoint(server_cert, to_client.append, lambda: None, lambda r: None)
+    server.start([(f.algorithm, f.value) for f in client_cert.getFingerprints()])
+    client = SSL.Connection(client_cert._create_ssl_context(srtp_profiles=SRTP_PROFILES))
+    client.set_connect_state()
+    hello = _client_step(client)
+    for d in hello:
+        server.handle(d)
+    first = list(to_client)
+    assert first, "the server answers a ClientHello with its flight"
+    to_client.clear()  # ... which the network loses
+    for d in hello:  # the client's retransmission timer repeats the ClientHello
+        server.handle(d)
+    assert to_client == first  # at once, not on OpenSSL's 1 s timer
+    for d in to_client:
+        client.bio_write(d)
+    to_client.clear()
+    flight = _client_step(client)
+    for d in flight:
+        server.handle(d)
+    assert server.state == "connected"
+    final = list(to_client)
+    assert final
+    to_client.clear()  # the server's CCS/Finished is lost too; the client repeats its flight
+    for d in flight:
+        server.handle(d)
+    assert to_client and all(d in final for d in to_client)
+    for d in to_client:
+        client.bio_write(d)
+    _client_step(client)
+    client.send(b"x")  # the client completed its handshake with the resent final flight
+    # a peer that only repeats itself gets a bounded number of answers
+    for _ in range(100):
+        server.handle(flight[0])
+    assert len(to_client) < 40

@@ -6,6 +6,11 @@ through `handle()` and go out through the `send` callback; retransmission timers
 event loop. Certificates and SRTP profiles are aiortc's. The object also offers the small
 interface aiortc's RTCSctpTransport expects of a DTLS transport (`_role`, `state`,
 `_register_data_receiver`, `_send_data`), so SCTP data channels run over it unchanged.
+
+A lost flight is resent as soon as the peer retransmits its own (RFC 6347 §4.2.4, "read
+retransmit"): OpenSSL ignores a repeated ClientHello or client flight and waits for its own timer
+(1 s, then 2 s, 4 s ...), while clients retransmit within ~100 ms, so on a lossy link one lost
+datagram cost a second or more of connection set-up, and a few in a row a failed connect.
 """
 
 from __future__ import annotations
@@ -28,6 +33,9 @@ from .srtp import SrtpContext
 log = get_logger("lkserver.rtc.dtls")
 
 MAX_DATAGRAM = 1 << 16
+MAX_RESENDS = 16  # flights resent on the peer's retransmissions, per association
+CONTENT_CCS, CONTENT_HANDSHAKE = 20, 22
+CLIENT_HELLO = 1
 
 
 class DtlsEndpoint:
@@ -40,6 +48,8 @@ class DtlsEndpoint:
         self._ssl: Optional[SSL.Connection] = None
         self._timer: Optional[asyncio.TimerHandle] = None
         self._data_receiver: Any = None
+        self._flight: list[bytes] = []  # the datagrams of our latest handshake flight
+        self._resends = 0
         self.remote_fingerprints: list[tuple[str, str]] = []
         self.state = "new"  # new, connecting, connected, closed, failed
         self._role = "server"
@@ -70,14 +80,14 @@ class DtlsEndpoint:
             try:
                 ssl.do_handshake()
             except SSL.WantReadError:
-                self._flush()
+                self._answer_flight(self._flush(), repeated=is_client_hello(data))
                 self._arm_timer()
                 return
             except SSL.Error as e:
                 log.debug("dtls_handshake_failed", error=str(e)[:120])
                 self._fail("handshake failed")
                 return
-            self._flush()
+            self._answer_flight(self._flush(), repeated=False)
             if not self._handshake_complete():
                 return
         while True:
@@ -92,8 +102,20 @@ class DtlsEndpoint:
                 break
             if app and self._data_receiver is not None:
                 asyncio.ensure_future(self._data_receiver._handle_data(app))
-        self._flush()
+        sent = self._flush()
+        if data[0] in (CONTENT_CCS, CONTENT_HANDSHAKE):  # the peer repeats its last flight: ours was lost
+            self._answer_flight(sent, repeated=True)
         self._arm_timer()
+
+    def _answer_flight(self, sent: list[bytes], repeated: bool) -> None:
+        """Keep what the peer's record made us send as our current flight; when it made us send
+        nothing and `repeated` (the record repeats the peer's previous flight), send ours again."""
+        if sent:
+            self._flight = sent
+        elif repeated and self._flight and self._resends < MAX_RESENDS:
+            self._resends += 1
+            for datagram in self._flight:
+                self._send(datagram)
 
     def _handshake_complete(self) -> bool:
         assert self._ssl is not None
@@ -123,16 +145,20 @@ class DtlsEndpoint:
         self._on_connected()
         return True
 
-    def _flush(self) -> None:
+    def _flush(self) -> list[bytes]:
+        """Send what OpenSSL wrote; returns the datagrams sent."""
+        sent: list[bytes] = []
         ssl = self._ssl
         while ssl is not None:
             try:
                 data = ssl.bio_read(MAX_DATAGRAM)
             except SSL.Error:
-                return
+                break
             if not data:
-                return
+                break
             self._send(data)
+            sent.append(data)
+        return sent
 
     def _arm_timer(self) -> None:
         if self._ssl is None or self._timer is not None:
@@ -149,7 +175,9 @@ class DtlsEndpoint:
             self._ssl.DTLSv1_handle_timeout()
         except SSL.Error:
             pass
-        self._flush()
+        sent = self._flush()
+        if sent and self.state == "connecting":
+            self._flight = sent
         self._arm_timer()
 
     def _fail(self, reason: str) -> None:
@@ -200,6 +228,12 @@ class DtlsEndpoint:
         except SSL.Error as e:
             raise ConnectionError(str(e)) from None
         self._flush()
+
+
+def is_client_hello(datagram: bytes) -> bool:
+    """Whether a datagram starts with a ClientHello (a handshake record of epoch 0)."""
+    return (len(datagram) > 13 and datagram[0] == CONTENT_HANDSHAKE and datagram[3:5] == b"\x00\x00"
+            and datagram[13] == CLIENT_HELLO)
 
 
 def _policy(key: bytes, ssrc_type: int, profile: int) -> Policy:
