@@ -2,6 +2,11 @@
 veth pair, with tc shaping the server -> client direction (tbf for bandwidth, an htb class fed by
 a u32 match on the IP id for a steady fraction of lost packets; this kernel has no netem).
 
+Only UDP is lost (media, ICE, DTLS): the IP id of a TCP SYN-ACK is 0, so it would match every
+time, and a TCP segment parked in a qdisc is never retransmitted by the kernel while it is there
+(the first version parked matches in a 1-packet queue, which froze a client's signalling for a
+minute when the first match was TCP). The loss class's queue holds nothing: matches are dropped.
+
 The server must listen on (and advertise) SERVER_IP as well as 127.0.0.1.
 """
 
@@ -68,14 +73,14 @@ class ShapedLink:
            "latency", "200ms")
 
     def lose_one_in(self, n: int) -> None:
-        """Drop about 1 in n packets (those whose IP id is a multiple of n; n a power of two)."""
+        """Drop about 1 in n UDP datagrams (those whose IP id is a multiple of n; n a power of two)."""
         self.clear()
         sh("tc", "qdisc", "add", "dev", DEV, "root", "handle", "1:", "htb", "default", "10")
         sh("tc", "class", "add", "dev", DEV, "parent", "1:", "classid", "1:10", "htb", "rate", "1gbit")
         sh("tc", "class", "add", "dev", DEV, "parent", "1:", "classid", "1:20", "htb", "rate", "8bit", "ceil", "8bit")
-        sh("tc", "qdisc", "add", "dev", DEV, "parent", "1:20", "pfifo", "limit", "1")
+        sh("tc", "qdisc", "add", "dev", DEV, "parent", "1:20", "pfifo", "limit", "0")
         sh("tc", "filter", "add", "dev", DEV, "parent", "1:", "protocol", "ip", "u32",
-           "match", "u16", "0x0000", hex(n - 1), "at", "4", "flowid", "1:20")
+           "match", "ip", "protocol", "17", "0xff", "match", "u16", "0x0000", hex(n - 1), "at", "4", "flowid", "1:20")
 
     def lose_upstream_one_in(self, n: int) -> None:
         """Drop about 1 in n packets the next spawned client sends (its own side of the link is
@@ -89,8 +94,9 @@ class ShapedLink:
         return (f"tc qdisc add dev {PEER} root handle 1: htb default 10 && "
                 f"tc class add dev {PEER} parent 1: classid 1:10 htb rate 1gbit && "
                 f"tc class add dev {PEER} parent 1: classid 1:20 htb rate 8bit ceil 8bit && "
-                f"tc qdisc add dev {PEER} parent 1:20 pfifo limit 1 && "
-                f"tc filter add dev {PEER} parent 1: protocol ip u32 match u16 0x0000 {hex(n - 1)} at 4 flowid 1:20 "
+                f"tc qdisc add dev {PEER} parent 1:20 pfifo limit 0 && "
+                f"tc filter add dev {PEER} parent 1: protocol ip u32 match ip protocol 17 0xff "
+                f"match u16 0x0000 {hex(n - 1)} at 4 flowid 1:20 "
                 "|| exit 97; ")
 
     def clear(self) -> None:

@@ -57,6 +57,11 @@ async def main() -> int:
     ap.add_argument("--subscribe-after", type=float, default=0.0,
                     help="with --no-auto-subscribe: subscribe to every publication after S seconds")
     a = ap.parse_args()
+    if os.environ.get("LK_CLIENT_DEBUG"):  # the SDK's own log (Rust, libwebrtc, Python) on stderr
+        import logging
+        os.environ["LIVEKIT_RTC_DEBUG"] = "1"
+        logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                            format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     out: dict = {"events": [], "audio": {}, "video": {}, "data": [], "rpc": None, "errors": []}
     room = rtc.Room()

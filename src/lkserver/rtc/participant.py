@@ -1109,6 +1109,8 @@ class RtcParticipant:
                 free[s.kind] += 1
         need_a = sum(1 for s in waiting if not s.track.is_video) - free["audio"]
         need_v = sum(1 for s in waiting if s.track.is_video) - free["video"]
+        log.debug("media_sections_requested", identity=self.identity, waiting=len(waiting), stale=len(stale),
+                  audios=max(need_a, 0), videos=max(need_v, 0))
         self.send_signal(pr.SignalResponse(media_sections_requirement=pr.MediaSectionsRequirement(
             num_audios=max(need_a, 0), num_videos=max(need_v, 0))))
 
