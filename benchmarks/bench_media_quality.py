@@ -64,6 +64,7 @@ async def subscriber(a: argparse.Namespace) -> dict:
     """Receive the first video track; optionally switch layers through a plan. Prints progress
     lines ({"progress": ...}) as it goes and one {"report": ...} line at the end. Times are
     time.monotonic(), which every process on the machine shares."""
+    from inbound_stats import sample_inbound
     from livekit import rtc
 
     levels = {"low": rtc.VideoQuality.VIDEO_QUALITY_LOW, "medium": rtc.VideoQuality.VIDEO_QUALITY_MEDIUM,
@@ -99,22 +100,7 @@ async def subscriber(a: argparse.Namespace) -> dict:
                 waiter[1].set_result(now)
 
     async def sample_stats(track: rtc.Track) -> None:
-        while True:
-            await asyncio.sleep(a.stats_interval)
-            try:
-                stats = await track.get_stats()
-            except Exception:  # noqa: BLE001
-                continue
-            for st in stats:
-                if st.WhichOneof("stats") == "inbound_rtp":
-                    i = st.inbound_rtp.inbound
-                    r = st.inbound_rtp.received
-                    out["stats"].append({
-                        "t": round(time.monotonic(), 4), "decoded": i.frames_decoded,
-                        "keyframes": i.key_frames_decoded, "lost": r.packets_lost, "received": r.packets_received,
-                        "nacks": i.nack_count, "rtx": i.retransmitted_packets_received, "pli": i.pli_count,
-                        "fir": i.fir_count, "freezes": i.freeze_count,
-                        "freeze_s": round(i.total_freeze_duration, 3), "w": i.frame_width, "h": i.frame_height})
+        await sample_inbound(track, out["stats"], a.stats_interval, digits=4)
 
     @room.on("track_subscribed")
     def on_track(track: rtc.Track, pub: rtc.RemoteTrackPublication, p: rtc.RemoteParticipant) -> None:

@@ -21,6 +21,8 @@ import time
 import numpy as np
 from livekit import rtc
 
+from inbound_stats import sample_inbound
+
 SR = 48000
 
 
@@ -91,20 +93,7 @@ async def main() -> int:
 
     async def receiver_stats(track: rtc.Track, key: str) -> None:
         rows = out.setdefault("receiver_stats", {}).setdefault(key, [])
-        while True:
-            await asyncio.sleep(1.0)
-            try:
-                stats = await track.get_stats()
-            except Exception:  # noqa: BLE001
-                continue
-            for st in stats:
-                if st.WhichOneof("stats") == "inbound_rtp":
-                    i = st.inbound_rtp
-                    rows.append({"t": round(time.monotonic() - t0, 2), "decoded": i.inbound.frames_decoded,
-                                 "lost": i.received.packets_lost, "received": i.received.packets_received,
-                                 "nacks": i.inbound.nack_count, "rtx": i.inbound.retransmitted_packets_received,
-                                 "freezes": i.inbound.freeze_count, "w": i.inbound.frame_width,
-                                 "h": i.inbound.frame_height, "fps": i.inbound.frames_per_second})
+        await sample_inbound(track, rows, 1.0, t0)
 
     async def read_video(track: rtc.Track, key: str) -> None:
         if a.receiver_stats:
