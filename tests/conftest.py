@@ -26,6 +26,8 @@ LISTEN_RE = re.compile(r"lkserver listening on http://([^:]+):(\d+)")
 class ServerProcess:
     """An `lkserver serve` child process; `url` is valid once `start()` returns."""
 
+    started: "list[ServerProcess]" = []  # every server of this pytest run, for failure reports
+
     def __init__(self, data_dir: Path, *args: str, env: dict[str, str] | None = None,
                  config: str | None = None) -> None:
         self.data_dir = data_dir
@@ -64,6 +66,8 @@ class ServerProcess:
 
     def start(self, timeout: float = 20.0) -> "ServerProcess":
         self.lines = []
+        if self not in ServerProcess.started:
+            ServerProcess.started.append(self)
         self._listening = threading.Event()  # one per process: an old pump cannot set the new one's
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                      text=True, env=self.env, cwd=str(ROOT))
@@ -108,6 +112,19 @@ class ServerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator:
+    """A failed test's report ends with the log tail (egress workers' tracebacks included) of each
+    server still running, so that a failure in CI can be read without the data directory."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    for srv in ServerProcess.started:
+        if srv.proc is not None and srv.proc.poll() is None and srv.lines:
+            report.sections.append((f"lkserver log tail ({srv.data_dir.name})", "".join(srv.lines[-60:])))
 
 
 @pytest.fixture

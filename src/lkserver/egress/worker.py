@@ -243,6 +243,8 @@ class Job:
         self.pass_sink: PassthroughFileSink | None = None
         self.pass_first_ts: int | None = None
         self.pass_last_ts = 0
+        self.pass_lock = threading.Lock()  # the media thread muxes, the main thread closes
+        self.pass_closed = False
         self.sinks_lock = threading.Lock()
         os.makedirs(self.tmp_dir, exist_ok=True)
 
@@ -548,21 +550,24 @@ class Job:
         if plan.get("websocket"):
             self._websocket_audio(inp, frame.data)
             return
-        if self.pass_sink is None:
-            if inp.kind == "video" and not frame.keyframe:
+        with self.pass_lock:  # muxing into a container while it is closed crashes FFmpeg
+            if self.pass_closed:
                 return
-            self.pass_sink = self._open_passthrough(inp, frame)
-            self.pass_first_ts = frame.timestamp
-            self.first_media.set()
-        rate = 48000 if inp.kind == "audio" else 90000
-        pkt = av.Packet(frame.data)
-        pkt.pts = pkt.dts = frame.timestamp - (self.pass_first_ts or 0)
-        if pkt.pts < 0:
-            return
-        pkt.time_base = _tb(rate)
-        pkt.is_keyframe = frame.keyframe
-        self.pass_last_ts = max(self.pass_last_ts, pkt.pts)
-        self.pass_sink.write(inp.kind[0], pkt)
+            if self.pass_sink is None:
+                if inp.kind == "video" and not frame.keyframe:
+                    return
+                self.pass_sink = self._open_passthrough(inp, frame)
+                self.pass_first_ts = frame.timestamp
+                self.first_media.set()
+            rate = 48000 if inp.kind == "audio" else 90000
+            pkt = av.Packet(frame.data)
+            pkt.pts = pkt.dts = frame.timestamp - (self.pass_first_ts or 0)
+            if pkt.pts < 0:
+                return
+            pkt.time_base = _tb(rate)
+            pkt.is_keyframe = frame.keyframe
+            self.pass_last_ts = max(self.pass_last_ts, pkt.pts)
+            self.pass_sink.write(inp.kind[0], pkt)
 
     def _websocket_audio(self, inp: Input, data: bytes) -> None:
         assert inp.decoder is not None
@@ -613,6 +618,8 @@ class Job:
         result: dict = {"ev": "result", "error": self.error, "aborted": self.aborted,
                         "file_results": [], "segment_results": [], "image_results": [], "stream_results": []}
         close_errors = []
+        with self.pass_lock:
+            self.pass_closed = True  # no packet reaches the passthrough file from here on
         for s in list(self.sinks) + ([self.pass_sink] if self.pass_sink else []):
             if isinstance(s, RtmpSink):
                 continue
