@@ -181,8 +181,19 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         except OSError:
             time.sleep(0.05)
     yield f"127.0.0.1:{port}"
+    stop_peer(proc)
+
+
+def stop_peer(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """End a third-party test peer (redis, moto, azurite): SIGTERM, then SIGKILL if it lingers.
+
+    Their graceful shutdowns are not under test, and some wait on idle keep-alive connections."""
     proc.terminate()
-    proc.wait(5)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def run_node(script: str, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from conftest import NODE_DIR, free_port
+from conftest import NODE_DIR, free_port, stop_peer
 from egressfix import Publisher, S, eg_server, lkapi, probe, start_egress_server, wait_status  # noqa: F401
 from livekit import api
 
@@ -52,8 +52,7 @@ def moto_url() -> Iterator[str]:
         wait_port(port, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_peer(proc)
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +68,7 @@ def azurite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         wait_port(port, proc)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_peer(proc)
 
 
 def azure_request(base: str, method: str, path: str, query: str = "") -> bytes:
