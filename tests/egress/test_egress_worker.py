@@ -80,3 +80,19 @@ def test_track_egress_file_closes_cleanly_while_media_arrives(tmp_path: Path) ->
 
 if __name__ == "__main__":
     record_while_stopping(Path(sys.argv[1]), ROUNDS)
+
+
+def test_keyframes_follow_media_time_when_frames_are_skipped() -> None:
+    """A CPU-starved compositor skips frames (pts jumps); keyframes still come every GOP of media
+    time, so HLS segments keep their length (a CI run cut 5 s into 2 segments of 2 s, not 3)."""
+    from lkserver.egress.sinks import Encoders
+
+    enc = Encoders({"framerate": 30, "width": 320, "height": 180, "video_bitrate": 500}, True, False, gop=60,
+                   x264_preset="ultrafast")
+    keys = []
+    frame = av.VideoFrame(320, 180, "yuv420p")
+    for pts in [*range(0, 30), *range(100, 140), *range(140, 200)]:  # 70 frames skipped after pts 29
+        frame.pts = pts  # the same object, as the compositor re-sends an unchanged picture
+        keys += [p.pts for p in enc.encode_video(frame) if p.is_keyframe]
+    keys += [p.pts for kind, p in enc.flush() if p.is_keyframe]
+    assert keys == [0, 100, 160], keys

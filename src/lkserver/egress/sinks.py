@@ -23,6 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import av
+from av.video.frame import PictureType
 
 from .storage import Storage, UploadError
 
@@ -44,6 +45,7 @@ class Encoders:
         self.template = av.open(io.BytesIO(), "w", format="matroska")
         self.video = self.audio = None
         self.fps = int(plan["framerate"])
+        self.gop, self.next_key = gop, 0
         if video:
             vs = self.template.add_stream("libx264", rate=self.fps)
             vs.width, vs.height, vs.pix_fmt = int(plan["width"]), int(plan["height"]), "yuv420p"
@@ -73,7 +75,13 @@ class Encoders:
         self.template.start_encoding()  # opens the encoders: their parameters reach the streams
 
     def encode_video(self, frame: Any) -> list:
+        """Keyframes by the clock: every `gop` frames of media time, counted on pts, so that frames
+        skipped by a CPU-starved compositor do not stretch a GOP (and an HLS segment) past its length."""
         assert self.video is not None
+        key = frame.pts >= self.next_key
+        if key:
+            self.next_key = frame.pts + self.gop
+        frame.pict_type = PictureType.I if key else PictureType.NONE  # a repeated frame object is reused
         return list(self.video.codec_context.encode(frame))
 
     def encode_audio(self, frame: Any) -> list:
